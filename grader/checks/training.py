@@ -1,0 +1,111 @@
+"""The model and its training: architecture, generator-fed fit, steps, validation, test accuracy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from grader.checks import MANUAL, CheckContext, Observation, kind, missing, verdict
+
+
+@kind("model_params")
+def model_params(ctx: CheckContext) -> Observation:
+    """Same parameter count as the reference CNN; a different network goes to the TA."""
+    expected = (ctx.reference.training_fit() or {}).get("params_count")
+    fit = ctx.student.training_fit()
+    if fit is None:
+        return missing("no_fit", expected)
+    actual = fit.get("params_count")
+    if actual == expected:
+        return verdict(True, actual, expected)
+    layers = " → ".join(layer.get("class", "?") for layer in fit.get("layers", []))
+    return Observation(MANUAL, actual, expected, "architecture_differs", {"layers": layers})
+
+
+def _augmenting_datagens(ctx: CheckContext) -> set[int]:
+    keys = ctx.params.get("augmentation_params", ["rotation_range", "vertical_flip", "horizontal_flip"])
+    return {d["datagen"] for d in ctx.student.of("datagen") if any(d.get("params", {}).get(k) for k in keys)}
+
+
+@kind("fit_uses_augmented_flow")
+def fit_uses_augmented_flow(ctx: CheckContext) -> Observation:
+    expected = "flow() of an augmenting ImageDataGenerator"
+    fits = ctx.student.of("fit_start")
+    if not fits:
+        return missing("no_fit", expected)
+    augmenting = _augmenting_datagens(ctx)
+    for fit in fits:
+        flow = ctx.student.flow(fit.get("input", {}).get("flow"))
+        if flow and flow.get("datagen") in augmenting:
+            return verdict(True, f"flow #{flow['flow']} (datagen #{flow['datagen']})", expected)
+    kinds = sorted({f.get("input", {}).get("kind", "?") for f in fits})
+    return verdict(False, ", ".join(kinds), expected, "fit_without_augmentation")
+
+
+@kind("fit_steps_per_epoch")
+def fit_steps_per_epoch(ctx: CheckContext) -> Observation:
+    """steps_per_epoch given, covering the training data once: len(x) / batch_size (±1)."""
+    fit = ctx.student.training_fit()
+    if fit is None:
+        return missing("no_fit")
+    requested = fit.get("requested", {}).get("steps_per_epoch")
+    flow = ctx.student.flow(fit.get("input", {}).get("flow"))
+    expected = flow.get("length") if flow else None
+    if requested is None:
+        return verdict(False, None, expected, "steps_missing")
+    ok = expected is not None and abs(math.ceil(requested) - expected) <= 1
+    return verdict(ok, requested, expected, "steps_differs")
+
+
+@kind("fit_validation_data")
+def fit_validation_data(ctx: CheckContext) -> Observation:
+    ref_fit = ctx.reference.training_fit() or {}
+    expected = (ref_fit.get("validation_x") or {}).get("shape", [None])[0]
+    fit = ctx.student.training_fit()
+    if fit is None:
+        return missing("no_fit", expected)
+    actual = (fit.get("validation_x") or {}).get("shape", [None])[0]
+    if actual is None:
+        return verdict(False, fit.get("requested", {}).get("validation_data"), expected, "no_validation")
+    return verdict(actual == expected, actual, expected, "validation_size_differs")
+
+
+@kind("evaluated_on_test_set")
+def evaluated_on_test_set(ctx: CheckContext) -> Observation:
+    """model.evaluate() was called on the test images (by content, not by variable name)."""
+    expected = ctx.params.get("min_fraction", 0.95)
+    calls = ctx.student.of("evaluate")
+    if not calls:
+        return missing("no_evaluate", f"≥ {expected:.0%}")
+    if ctx.test_hashes is None:
+        return missing("no_test_set")
+    best = 0.0
+    for call in calls:
+        hashes = ctx.student.arrays(call.get("x_hashes")).get("hashes")
+        if hashes is not None and len(hashes):
+            covered = np.isin(ctx.test_hashes, hashes).mean()
+            best = max(best, float(covered))
+    return verdict(best >= expected, f"{best:.0%}", f"≥ {expected:.0%}", "not_test_set")
+
+
+def accuracy_threshold(reference_accuracy: float, params: dict, budget: str) -> float:
+    """Rule (also written in the spec): reference accuracy minus the budget's margin, never below the floor."""
+    margins = params.get("margin", {})
+    margin = float(margins.get(budget, 0.05)) if isinstance(margins, dict) else float(margins)
+    return round(max(float(params.get("floor", 0.0)), reference_accuracy - margin), 4)
+
+
+@kind("trusted_test_accuracy")
+def trusted_test_accuracy(ctx: CheckContext) -> Observation:
+    ref = ctx.reference_eval
+    if ref is None or ref.accuracy is None:
+        return Observation("error", None, None, "reference_accuracy_missing")
+    threshold = accuracy_threshold(ref.accuracy, ctx.params, ctx.budget)
+    expected = f"≥ {threshold:.3f} (reference {ref.accuracy:.3f})"
+    ev = ctx.student_eval
+    if ev is None or ev.accuracy is None:
+        reason = "no_model" if ev is None or ev.problem in (None, "no_fit", "no_model") else "predict_failed"
+        return missing(reason, expected, detail=(ev.problem if ev else ""))
+    return verdict(ev.accuracy >= threshold, round(ev.accuracy, 4), expected, "accuracy_low",
+                   threshold=threshold)

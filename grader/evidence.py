@@ -1,0 +1,129 @@
+"""Read what the kernel harness wrote, as data only.
+
+Everything in the evidence folder was written by the student's process, so it is read
+defensively: size caps, no symlinks, JSON and `.npz` with allow_pickle=False. Nothing here
+imports Keras or executes anything from the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grader.kernel.grader_kernel import EVENTS_FILE
+
+MAX_EVENTS_BYTES = 20_000_000
+MAX_ARRAY_FILE_BYTES = 50_000_000
+MAX_EVENTS = 50_000
+
+
+def regular_file(path: Path, max_bytes: int) -> bool:
+    """True for a plain file (not a link) no larger than max_bytes."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size <= max_bytes
+
+
+@dataclass
+class Evidence:
+    """The events of one run, in order, plus lazy access to the arrays they name."""
+
+    dir: Path
+    events: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, directory: Path) -> Evidence:
+        evidence = cls(dir=directory)
+        path = directory / EVENTS_FILE
+        if not regular_file(path, MAX_EVENTS_BYTES):
+            if path.exists() or path.is_symlink():
+                evidence.problems.append("events file is not a plain file or is too large")
+            return evidence
+        with open(path, encoding="utf-8", errors="replace") as lines:
+            for number, line in enumerate(lines):
+                if number >= MAX_EVENTS:
+                    evidence.problems.append("too many events; the rest were ignored")
+                    break
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    evidence.problems.append(f"unreadable event line {number + 1}")
+                    continue  # a line cut short by a dying kernel
+                if isinstance(event, dict) and isinstance(event.get("kind"), str):
+                    evidence.events.append(event)
+        return evidence
+
+    # -- queries ------------------------------------------------------------------------
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["kind"] == kind]
+
+    def first(self, kind: str) -> dict[str, Any] | None:
+        found = self.of(kind)
+        return found[0] if found else None
+
+    @property
+    def harness_ready(self) -> bool:
+        return self.first("harness_ready") is not None
+
+    def compat_shims(self) -> list[str]:
+        shims = [e.get("shim", "") for e in self.of("compat")]
+        shims += [note for e in self.of("fit_start") for note in e.get("compat", [])]
+        return sorted(set(shims))
+
+    def flow(self, number: int) -> dict[str, Any] | None:
+        return next((e for e in self.of("flow") if e.get("flow") == number), None)
+
+    def batch(self, flow_number: int) -> dict[str, Any] | None:
+        return next((e for e in self.of("batch") if e.get("flow") == flow_number), None)
+
+    def datagen(self, number: int) -> dict[str, Any] | None:
+        return next((e for e in self.of("datagen") if e.get("datagen") == number), None)
+
+    def finished_fits(self) -> list[dict[str, Any]]:
+        ended = {e.get("fit") for e in self.of("fit_end")}
+        return [e for e in self.of("fit_start") if e.get("fit") in ended]
+
+    def training_fit(self) -> dict[str, Any] | None:
+        """The fit that counts: the last one fed by a flow() generator, else the last one."""
+        fits = self.of("fit_start")
+        from_flow = [f for f in fits if f.get("input", {}).get("kind") == "flow"]
+        chosen = from_flow or fits
+        return chosen[-1] if chosen else None
+
+    def model_file(self, fit_number: int) -> Path | None:
+        saved = next((e for e in self.of("model_saved") if e.get("fit") == fit_number), None)
+        if not saved:
+            return None
+        return self.safe_path(saved.get("file"), max_bytes=200_000_000)
+
+    def history(self, fit_number: int) -> dict[str, list[float]]:
+        end = next((e for e in self.of("fit_end") if e.get("fit") == fit_number), None)
+        return dict(end.get("history", {})) if end else {}
+
+    # -- files --------------------------------------------------------------------------
+    def safe_path(self, name: Any, max_bytes: int = MAX_ARRAY_FILE_BYTES) -> Path | None:
+        """A file directly inside the evidence folder, plain, not a link, size-capped."""
+        if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
+            return None
+        path = self.dir / name
+        return path if regular_file(path, max_bytes) else None
+
+    def arrays(self, name: Any) -> dict[str, np.ndarray]:
+        path = self.safe_path(name)
+        if path is None:
+            return {}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {key: data[key] for key in data.files}
+        except (OSError, ValueError, EOFError) as exc:
+            self.problems.append(f"unreadable array file {name}: {exc}")
+            return {}

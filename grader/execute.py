@@ -1,0 +1,149 @@
+"""Execute one notebook in a fresh kernel with nbclient, bounded in time.
+
+The harness is installed by the kernel itself at start-up (IPKernelApp.exec_lines), so it
+never appears as a cell. A cell timeout, a notebook deadline and a dying kernel all end the
+run early but keep the partly executed notebook and the evidence written so far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import nbformat
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+from grader.launch import KernelJob, Launcher
+
+HARNESS_BOOT = "import grader_kernel as _grader_kernel; _grader_kernel.install(); del _grader_kernel"
+
+
+@dataclass(frozen=True)
+class CellError:
+    cell_index: int
+    execution_count: int | None
+    ename: str
+    evalue: str
+
+
+@dataclass
+class ExecutionResult:
+    seconds: float
+    timed_out: bool = False
+    timeout_scope: str | None = None  # "cell" or "notebook"
+    kernel_died: bool = False
+    start_failure: str | None = None
+    errors: list[CellError] = field(default_factory=list)
+    notebook: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seconds": round(self.seconds, 2),
+            "timed_out": self.timed_out,
+            "timeout_scope": self.timeout_scope,
+            "kernel_died": self.kernel_died,
+            "start_failure": self.start_failure,
+            "errors": [e.__dict__ for e in self.errors],
+        }
+
+
+class SeamKernelManager(AsyncKernelManager):
+    """An AsyncKernelManager whose command line and environment come from a Launcher.
+
+    Async on purpose: nbclient's per-cell timeout was seen not to fire with a sync manager.
+    """
+
+    def __init__(self, *, launcher: Launcher, job: KernelJob, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.launcher = launcher
+        self.job = job
+
+    async def _async_pre_start_kernel(self, **kw: Any):  # type: ignore[override]
+        kw["env"] = self.launcher.environment(self.job)
+        kw["cwd"] = str(self.job.cwd)
+        cmd, kw = await super()._async_pre_start_kernel(**kw)
+        return self.launcher.command(cmd, self.job), kw
+
+
+def write_harness_config(job: KernelJob, *, budget_caps: dict[str, Any], seed: int, max_evidence_mb: int) -> None:
+    config = {
+        "evidence_dir": str(job.evidence_dir),
+        "budget": budget_caps,
+        "seed": seed,
+        "max_evidence_bytes": max_evidence_mb * 1_000_000,
+    }
+    job.harness_config.write_text(json.dumps(config), encoding="utf-8")
+
+
+async def execute_notebook(
+    nb: nbformat.NotebookNode,
+    *,
+    job: KernelJob,
+    launcher: Launcher,
+    cell_timeout_s: int,
+    notebook_timeout_s: int,
+    startup_timeout_s: int = 180,
+) -> ExecutionResult:
+    """Run every cell (continuing after errors, as a student's 'Run all' would not stop grading)."""
+    km = SeamKernelManager(launcher=launcher, job=job, kernel_name="python3")
+    client = NotebookClient(
+        nb,
+        km=km,
+        timeout=cell_timeout_s,
+        startup_timeout=startup_timeout_s,
+        allow_errors=True,
+        record_timing=True,
+        extra_arguments=[f"--IPKernelApp.exec_lines={json.dumps([HARNESS_BOOT])}"],
+        resources={"metadata": {"path": str(job.cwd)}},
+    )
+    started = time.monotonic()
+    result = ExecutionResult(seconds=0.0, notebook=nb)
+    try:
+        await asyncio.wait_for(client.async_execute(), timeout=notebook_timeout_s)
+    except CellTimeoutError:  # first: it is a TimeoutError too
+        result.timed_out, result.timeout_scope = True, "cell"
+    except asyncio.TimeoutError:
+        result.timed_out, result.timeout_scope = True, "notebook"
+    except DeadKernelError:
+        result.kernel_died = True
+    except RuntimeError as exc:  # nbclient: "Kernel died before replying to kernel_info"
+        if "died" in str(exc).lower():
+            result.kernel_died = True
+        else:
+            result.start_failure = str(exc)
+    finally:
+        await _stop_kernel(km)
+    result.seconds = time.monotonic() - started
+    result.errors = collect_cell_errors(nb)
+    return result
+
+
+async def _stop_kernel(km: AsyncKernelManager) -> None:
+    try:
+        if km.has_kernel:
+            await km.shutdown_kernel(now=True)
+    except Exception:  # noqa: BLE001 - already dead is fine
+        pass
+
+
+def collect_cell_errors(nb: nbformat.NotebookNode) -> list[CellError]:
+    errors = []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                errors.append(
+                    CellError(
+                        cell_index=index,
+                        execution_count=cell.get("execution_count"),
+                        ename=str(output.get("ename", ""))[:200],
+                        evalue=str(output.get("evalue", ""))[:500],
+                    )
+                )
+    return errors

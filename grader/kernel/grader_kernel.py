@@ -1,0 +1,471 @@
+"""Kernel-side harness: runs INSIDE the student's kernel before their first cell.
+
+It installs three things and nothing else:
+  1. a compatibility shim, so the slides' Keras-2 spelling keeps working on Keras 3;
+  2. the training budget (caps on `fit` epochs, steps and validation size);
+  3. tracing of ImageDataGenerator, its flow() iterators, Model.fit/evaluate and
+     train_test_split, written to the evidence folder *as it happens*.
+
+It never judges anything: every verdict is computed later by the grader process from the
+files written here. Objects are found by type (patched classes), never by variable name.
+
+Only the standard library and numpy may be imported at module level: the trusted side
+imports `image_hashes` from this module without loading Keras.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import os
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CONFIG_ENV = "GRADER_HARNESS_CONFIG"
+EVENTS_FILE = "events.jsonl"
+
+
+# ---------------------------------------------------------------- shared with the grader
+def image_hashes(x: Any) -> np.ndarray:
+    """64-bit content hash per image, independent of 0–1 vs 0–255 scaling and of shape.
+
+    Used to find test images in training data; the grader computes the same hashes of its
+    own test set, so this function must stay identical on both sides.
+    """
+    a = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+    scale = 255.0 if a.size and float(a.max()) <= 1.0 + 1e-6 else 1.0
+    q = np.clip(np.rint(a * scale), 0, 255).astype(np.uint8)
+    digests = (hashlib.blake2b(row.tobytes(), digest_size=8).digest() for row in q)
+    return np.fromiter((int.from_bytes(d, "little") for d in digests), dtype=np.uint64, count=len(q))
+
+
+# ---------------------------------------------------------------- recording
+class Recorder:
+    """Appends one JSON line per event and writes arrays as .npz, flushing each time."""
+
+    def __init__(self, evidence_dir: Path, max_bytes: int) -> None:
+        self.dir = evidence_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._events = open(self.dir / EVENTS_FILE, "a", encoding="utf-8")
+        self._seq = 0
+        self._t0 = time.monotonic()
+        self._budget_left = max_bytes
+
+    def event(self, kind: str, **data: Any) -> None:
+        self._seq += 1
+        line = {"seq": self._seq, "t": round(time.monotonic() - self._t0, 3), "cell": _cell_number(), "kind": kind}
+        line.update(data)
+        self._events.write(json.dumps(line, default=_jsonable, ensure_ascii=False) + "\n")
+        self._events.flush()
+
+    def arrays(self, name: str, **arrays: np.ndarray) -> str | None:
+        """Save arrays atomically; returns the file name, or None when over the size budget."""
+        size = sum(int(np.asarray(a).nbytes) for a in arrays.values())
+        if size > self._budget_left:
+            return None
+        self._budget_left -= size
+        tmp, final = self.dir / f".{name}.tmp.npz", self.dir / f"{name}.npz"
+        np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+        os.replace(tmp, final)
+        return final.name
+
+
+def _cell_number() -> int | None:
+    try:
+        return get_ipython().execution_count  # type: ignore[name-defined]  # noqa: F821
+    except NameError:
+        return None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist() if value.size <= 64 else f"<array {value.shape}>"
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    return repr(value)[:200]
+
+
+def summarize_array(a: Any) -> dict[str, Any] | None:
+    """Shape, dtype and value range of an array-like, plus whether it looks one-hot."""
+    if a is None:
+        return None
+    try:
+        arr = np.asarray(a)
+    except Exception:  # noqa: BLE001 - student objects may refuse conversion
+        return {"type": type(a).__name__}
+    info: dict[str, Any] = {"type": type(a).__name__, "shape": list(arr.shape), "dtype": str(arr.dtype)}
+    if arr.size and arr.dtype.kind in "biuf":
+        info.update(min=float(arr.min()), max=float(arr.max()), mean=round(float(arr.mean()), 5))
+        info["one_hot"] = bool(
+            arr.ndim == 2 and np.isin(arr, (0, 1)).all() and np.allclose(arr.sum(axis=1), 1.0)
+        )
+    return info
+
+
+# ---------------------------------------------------------------- the harness
+class Harness:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.budget: dict[str, Any] = config["budget"]
+        self.rec = Recorder(Path(config["evidence_dir"]), int(config.get("max_evidence_bytes", 200_000_000)))
+        self._ids: dict[str, weakref.WeakKeyDictionary] = {}
+        self._counters: dict[str, int] = {}
+        self._hashed: dict[tuple, str] = {}
+        self._batched: set[int] = set()
+        self._fits = 0
+        self.in_fit = False  # Keras validates through evaluate(); only the student's calls count
+
+    # Objects get stable numbers by kind ("datagen", "flow", "model") without storing
+    # attributes on them (Keras layers track attribute assignment).
+    def number(self, kind: str, obj: Any) -> int:
+        table = self._ids.setdefault(kind, weakref.WeakKeyDictionary())
+        try:
+            if obj not in table:
+                self._counters[kind] = self._counters.get(kind, 0) + 1
+                table[obj] = self._counters[kind]
+            return table[obj]
+        except TypeError:  # unhashable or not weak-referenceable
+            return -1
+
+    def hashes_of(self, x: Any, role: str) -> str | None:
+        """Hash the images once per array; returns the evidence file holding the hashes."""
+        try:
+            arr = np.asarray(x)
+            if arr.ndim < 2 or len(arr) == 0:
+                return None
+            key = (arr.__array_interface__["data"][0], arr.shape, str(arr.dtype))
+            if key not in self._hashed:
+                name = f"hashes_{len(self._hashed) + 1}"
+                self._hashed[key] = self.rec.arrays(name, hashes=image_hashes(arr)) or ""
+            return self._hashed[key] or None
+        except Exception as exc:  # noqa: BLE001
+            self.rec.event("harness_warning", where=f"hash {role}", error=repr(exc)[:200])
+            return None
+
+    # -- install ------------------------------------------------------------------------
+    def install(self) -> None:
+        seed = self.config.get("seed")
+        import keras  # the student would import it anyway; done once here
+
+        if seed is not None:
+            keras.utils.set_random_seed(int(seed))
+        self.install_import_shim()
+        self.trace_image_data_generator()
+        self.trace_model()
+        self.trace_train_test_split()
+        self.trace_load_data()
+        import platform
+
+        import tensorflow as tf
+
+        self.rec.event(
+            "harness_ready",
+            budget=self.budget,
+            seed=seed,
+            versions={
+                "python": platform.python_version(),
+                "tensorflow": tf.__version__,
+                "keras": keras.__version__,
+                "numpy": np.__version__,
+            },
+        )
+
+    def install_import_shim(self) -> None:
+        """Keras 3 dropped `keras.preprocessing.image.ImageDataGenerator`; the slides use it.
+
+        A module-level __getattr__ (PEP 562) serves the legacy class on demand, so we can
+        also record that the student relied on the shim.
+        """
+        import keras.preprocessing.image as kpi
+        from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+        if hasattr(kpi, "ImageDataGenerator"):
+            return
+        harness = self
+
+        def __getattr__(name: str) -> Any:
+            if name == "ImageDataGenerator":
+                harness.rec.event("compat", shim="keras.preprocessing.image.ImageDataGenerator")
+                return ImageDataGenerator
+            raise AttributeError(f"module {kpi.__name__!r} has no attribute {name!r}")
+
+        kpi.__getattr__ = __getattr__  # type: ignore[attr-defined]
+
+    def trace_image_data_generator(self) -> None:
+        from keras.src.legacy.preprocessing.image import ImageDataGenerator, NumpyArrayIterator
+
+        harness = self
+        original_init = ImageDataGenerator.__init__
+        original_flow = ImageDataGenerator.flow
+        original_batches = NumpyArrayIterator._get_batches_of_transformed_samples
+        init_params = list(inspect.signature(original_init).parameters)[1:]
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            original_init(self, *args, **kwargs)
+            given = dict(zip(init_params, args))
+            given.update(kwargs)
+            harness.rec.event("datagen", datagen=harness.number("datagen", self), params=given)
+
+        def flow(self, x, y=None, *args: Any, **kwargs: Any):
+            iterator = original_flow(self, x, y, *args, **kwargs)
+            harness.rec.event(
+                "flow",
+                flow=harness.number("flow", iterator),
+                datagen=harness.number("datagen", self),
+                batch_size=iterator.batch_size,
+                shuffle=bool(iterator.shuffle),
+                length=len(iterator),
+                x=summarize_array(x),
+                y=summarize_array(y),
+            )
+            return iterator
+
+        def _get_batches_of_transformed_samples(self, index_array):
+            batch = original_batches(self, index_array)
+            flow_no = harness.number("flow", self)
+            if flow_no not in harness._batched:
+                harness._batched.add(flow_no)
+                harness.record_first_batch(self, flow_no, index_array, batch)
+            return batch
+
+        ImageDataGenerator.__init__ = __init__
+        ImageDataGenerator.flow = flow
+        NumpyArrayIterator._get_batches_of_transformed_samples = _get_batches_of_transformed_samples
+
+    def record_first_batch(self, iterator: Any, flow_no: int, index_array: Any, batch: Any) -> None:
+        """The first batch a generator produced, next to the originals it came from."""
+        try:
+            bx, by = (batch[0], batch[1]) if isinstance(batch, tuple) else (batch, None)
+            arrays = {"x": bx, "x_orig": iterator.x[index_array], "index": np.asarray(index_array)}
+            if by is not None and iterator.y is not None:
+                arrays.update(y=by, y_orig=iterator.y[index_array])
+            name = self.rec.arrays(f"batch_flow{flow_no}", **arrays)
+            self.rec.event(
+                "batch",
+                flow=flow_no,
+                file=name,
+                x=summarize_array(bx),
+                y=summarize_array(by),
+                changed_fraction=float(np.mean(np.abs(np.asarray(bx) - arrays["x_orig"]) > 1e-6)),
+            )
+        except Exception as exc:  # noqa: BLE001
+            self.rec.event("harness_warning", where="first batch", error=repr(exc)[:200])
+
+    def trace_model(self) -> None:
+        import keras
+
+        harness = self
+        original_fit = keras.Model.fit
+        original_evaluate = keras.Model.evaluate
+        fit_signature = inspect.signature(original_fit)
+        eval_signature = inspect.signature(original_evaluate)
+
+        def fit(self, *args: Any, **kwargs: Any):
+            bound = fit_signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            params = dict(bound.arguments)
+            params.pop("self")
+            harness._fits += 1
+            number = harness._fits
+            start = harness.describe_fit(self, number, params)
+            harness.apply_budget(params, start)
+            harness.rec.event("fit_start", **start)
+            harness.in_fit = True
+            try:
+                history = original_fit(self, **params)
+            except BaseException as exc:
+                harness.rec.event("fit_error", fit=number, error=f"{type(exc).__name__}: {exc}"[:500])
+                raise
+            finally:
+                harness.in_fit = False
+            harness.rec.event("fit_end", fit=number, history=_history(history))
+            harness.save_model(self, number)
+            return history
+
+        def evaluate(self, *args: Any, **kwargs: Any):
+            bound = eval_signature.bind(self, *args, **kwargs)
+            x = bound.arguments.get("x")
+            result = original_evaluate(*bound.args, **bound.kwargs)
+            if harness.in_fit:
+                return result
+            harness.rec.event(
+                "evaluate",
+                model=harness.number("model", self),
+                x=summarize_array(x) if isinstance(x, np.ndarray) else {"type": type(x).__name__},
+                x_hashes=harness.hashes_of(x, "evaluate x") if isinstance(x, np.ndarray) else None,
+                claimed=_jsonable_result(result),
+            )
+            return result
+
+        keras.Model.fit = fit
+        keras.Model.evaluate = evaluate
+
+    def describe_fit(self, model: Any, number: int, params: dict[str, Any]) -> dict[str, Any]:
+        x = params.get("x")
+        flow_no = self.number("flow", x) if _is_flow_iterator(x) else None
+        train_x = x.x if flow_no else x
+        validation = params.get("validation_data")
+        val_x = validation[0] if isinstance(validation, (tuple, list)) and validation else None
+        return {
+            "fit": number,
+            "model": self.number("model", model),
+            "params_count": int(model.count_params()),
+            "layers": [_layer_info(layer) for layer in model.layers],
+            "loss": repr(getattr(model, "loss", None))[:120],
+            "input": {"kind": "flow" if flow_no else type(x).__name__, "flow": flow_no},
+            "train_x": summarize_array(train_x) if isinstance(train_x, np.ndarray) else None,
+            "train_hashes": self.hashes_of(train_x, "fit x") if isinstance(train_x, np.ndarray) else None,
+            "requested": {
+                "epochs": params.get("epochs"),
+                "steps_per_epoch": params.get("steps_per_epoch"),
+                "batch_size": params.get("batch_size"),
+                "validation_split": params.get("validation_split"),
+                "validation_data": type(validation).__name__ if validation is not None else None,
+            },
+            "validation_x": summarize_array(val_x) if isinstance(val_x, np.ndarray) else None,
+            "validation_hashes": self.hashes_of(val_x, "validation x") if isinstance(val_x, np.ndarray) else None,
+        }
+
+    def apply_budget(self, params: dict[str, Any], start: dict[str, Any]) -> None:
+        """Cap the training the notebook asks for; record what actually ran and why."""
+        notes: list[str] = []
+        steps = params.get("steps_per_epoch")
+        if isinstance(steps, float):
+            # Keras 2 accepted len(x)/batch_size; Keras 3 raises TypeError on a float.
+            params["steps_per_epoch"] = steps = math.ceil(steps)
+            notes.append("steps_per_epoch float → int")
+        max_epochs, max_steps = self.budget.get("max_epochs"), self.budget.get("max_steps_per_epoch")
+        if max_epochs and params.get("epochs", 1) > max_epochs:
+            params["epochs"] = max_epochs
+        if max_steps:
+            natural = steps or _natural_steps(params)
+            if natural is None or natural > max_steps:
+                params["steps_per_epoch"] = max_steps
+        max_val = self.budget.get("max_validation_samples")
+        validation = params.get("validation_data")
+        if max_val and isinstance(validation, (tuple, list)) and len(validation) >= 2:
+            if hasattr(validation[0], "__len__") and len(validation[0]) > max_val:
+                params["validation_data"] = tuple(v[:max_val] if v is not None else None for v in validation)
+        elif max_val and validation is not None and hasattr(validation, "__len__"):
+            batch = getattr(validation, "batch_size", None) or 32
+            params["validation_steps"] = min(params.get("validation_steps") or len(validation), math.ceil(max_val / batch))
+        start["effective"] = {
+            "epochs": params.get("epochs"),
+            "steps_per_epoch": params.get("steps_per_epoch"),
+            "validation_samples": _len_or_none(params.get("validation_data")),
+        }
+        start["compat"] = notes
+
+    def save_model(self, model: Any, number: int) -> None:
+        path = self.rec.dir / f"model_fit{number}.keras"
+        try:
+            model.save(path)
+            self.rec.event("model_saved", fit=number, model=self.number("model", model), file=path.name)
+        except Exception as exc:  # noqa: BLE001
+            self.rec.event("harness_warning", where="save model", error=repr(exc)[:300])
+
+    def trace_train_test_split(self) -> None:
+        try:
+            import sklearn.model_selection as ms
+            import sklearn.model_selection._split as split_module
+        except ImportError:
+            return
+        harness = self
+        original = split_module.train_test_split
+
+        def train_test_split(*arrays: Any, **options: Any):
+            result = original(*arrays, **options)
+            harness.rec.event(
+                "split",
+                inputs=[summarize_array(a) for a in arrays],
+                outputs=[summarize_array(a) for a in result],
+                options={k: v for k, v in options.items() if isinstance(v, (int, float, bool, str, type(None)))},
+            )
+            return result
+
+        train_test_split.__doc__ = original.__doc__
+        ms.train_test_split = split_module.train_test_split = train_test_split
+
+    def trace_load_data(self) -> None:
+        import keras.datasets.fashion_mnist as fm
+
+        harness = self
+        original = fm.load_data
+
+        def load_data(*args: Any, **kwargs: Any):
+            (xtr, ytr), (xte, yte) = original(*args, **kwargs)
+            harness.rec.event("load_data", dataset="fashion_mnist", x_train=summarize_array(xtr),
+                              y_train=summarize_array(ytr), x_test=summarize_array(xte), y_test=summarize_array(yte))
+            return (xtr, ytr), (xte, yte)
+
+        fm.load_data = load_data
+
+
+# ---------------------------------------------------------------- small helpers
+def _is_flow_iterator(x: Any) -> bool:
+    from keras.src.legacy.preprocessing.image import NumpyArrayIterator
+
+    return isinstance(x, NumpyArrayIterator)
+
+
+def _natural_steps(params: dict[str, Any]) -> int | None:
+    x = params.get("x")
+    if hasattr(x, "__len__") and not isinstance(x, np.ndarray):
+        return len(x)  # a PyDataset / Sequence: one step per batch
+    if isinstance(x, np.ndarray):
+        return math.ceil(len(x) * (1 - (params.get("validation_split") or 0)) / (params.get("batch_size") or 32))
+    return None
+
+
+def _len_or_none(value: Any) -> int | None:
+    if isinstance(value, (tuple, list)) and value and hasattr(value[0], "__len__"):
+        return len(value[0])
+    return None
+
+
+def _layer_info(layer: Any) -> dict[str, Any]:
+    info = {"class": type(layer).__name__, "params": int(layer.count_params()) if layer.built else None}
+    for attr in ("filters", "kernel_size", "padding", "units", "rate", "pool_size"):
+        if hasattr(layer, attr):
+            info[attr] = getattr(layer, attr)
+    activation = getattr(layer, "activation", None)
+    if activation is not None:
+        info["activation"] = getattr(activation, "__name__", str(activation))
+    return info
+
+
+def _history(history: Any) -> dict[str, list[float]]:
+    values = getattr(history, "history", {}) or {}
+    return {k: [float(v) for v in vs] for k, vs in values.items()}
+
+
+def _jsonable_result(result: Any) -> Any:
+    if isinstance(result, (list, tuple)):
+        return [float(v) if isinstance(v, (int, float, np.generic)) else repr(v)[:50] for v in result]
+    if isinstance(result, (int, float, np.generic)):
+        return float(result)
+    if isinstance(result, dict):
+        return {str(k): float(v) for k, v in result.items() if isinstance(v, (int, float, np.generic))}
+    return repr(result)[:100]
+
+
+def install() -> None:
+    """Entry point run by the kernel at start-up (IPKernelApp.exec_lines)."""
+    path = os.environ.get(CONFIG_ENV)
+    if not path:
+        return
+    config = json.loads(Path(path).read_text(encoding="utf-8"))
+    harness = Harness(config)
+    try:
+        harness.install()
+    except Exception as exc:  # record, so the grader can say the harness failed
+        harness.rec.event("harness_failed", error=f"{type(exc).__name__}: {exc}"[:500])
+        raise

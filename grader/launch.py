@@ -1,0 +1,105 @@
+"""The one seam through which every kernel (and every trusted-evaluation process) starts.
+
+A Launcher turns "run this command for this job" into a concrete command line and
+environment. `LocalLauncher` runs the process directly with a scrubbed environment; the
+sandbox (bubblewrap, privilege drop, limits) plugs in here as another Launcher without
+touching the executor or the pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+KERNEL_DIR = Path(__file__).resolve().parent / "kernel"
+
+
+@dataclass(frozen=True)
+class KernelJob:
+    """The private folders of one execution. Everything the kernel may write is under work_dir."""
+
+    work_dir: Path
+    data_dir: Path  # the dataset files, read-only for the kernel
+    threads: int = 1
+    memory_mb: int = 8192
+
+    @property
+    def cwd(self) -> Path:
+        return self.work_dir / "cwd"
+
+    @property
+    def evidence_dir(self) -> Path:
+        return self.work_dir / "evidence"
+
+    @property
+    def keras_home(self) -> Path:
+        return self.work_dir / "keras"
+
+    @property
+    def home(self) -> Path:
+        return self.work_dir / "home"
+
+    @property
+    def harness_config(self) -> Path:
+        return self.work_dir / "harness.json"
+
+    def create(self) -> None:
+        """Make the folders; Keras needs a writable KERAS_HOME, so the data is linked in."""
+        for folder in (self.cwd, self.evidence_dir, self.home, self.keras_home / "datasets"):
+            folder.mkdir(parents=True, exist_ok=True)
+        link = self.keras_home / "datasets" / "fashion-mnist"
+        if not link.exists():
+            link.symlink_to(self.data_dir, target_is_directory=True)
+
+
+class Launcher(Protocol):
+    name: str
+
+    def command(self, argv: list[str], job: KernelJob) -> list[str]:
+        """The full command line that runs argv for this job."""
+
+    def environment(self, job: KernelJob) -> dict[str, str]:
+        """The complete environment (nothing is inherited implicitly)."""
+
+
+def base_environment(job: KernelJob) -> dict[str, str]:
+    """What every kernel gets, whatever isolates it: no grader secrets, fixed locale, few threads."""
+    threads = str(max(1, job.threads))
+    env = {
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
+        "HOME": str(job.home),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONIOENCODING": "utf-8",
+        "PYTHONPATH": str(KERNEL_DIR),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "MPLBACKEND": "Agg",
+        "MPLCONFIGDIR": str(job.home / ".matplotlib"),
+        "KERAS_HOME": str(job.keras_home),
+        "KERAS_BACKEND": "tensorflow",
+        "GRADER_HARNESS_CONFIG": str(job.harness_config),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TF_NUM_INTRAOP_THREADS": threads,
+        "TF_NUM_INTEROP_THREADS": "1",
+        "OMP_NUM_THREADS": threads,
+        "OPENBLAS_NUM_THREADS": threads,
+        "MALLOC_ARENA_MAX": "2",
+    }
+    if "CUDA_VISIBLE_DEVICES" in os.environ:  # keep the instructor's GPU choice
+        env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
+    return env
+
+
+class LocalLauncher:
+    """No isolation beyond a private work folder and a scrubbed environment."""
+
+    name = "local"
+
+    def command(self, argv: list[str], job: KernelJob) -> list[str]:
+        return list(argv)
+
+    def environment(self, job: KernelJob) -> dict[str, str]:
+        return base_environment(job)
