@@ -36,6 +36,7 @@ class GraderGroup(click.Group):
 def main(verbose: bool) -> None:
     """課題ノートブックの自動採点 (autograder for the course notebooks)."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
+    logging.getLogger("traitlets").setLevel(logging.ERROR)  # nbclient's per-kernel chatter
 
 
 @main.command()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from grader.kernel.grader_kernel import EVENTS_FILE
 
 MAX_EVENTS_BYTES = 20_000_000
 MAX_ARRAY_FILE_BYTES = 50_000_000
+MAX_ARRAY_BYTES = 500_000_000  # uncompressed, per .npz: a small file must not inflate without bound
 MAX_EVENTS = 50_000
 
 
@@ -27,7 +30,7 @@ def regular_file(path: Path, max_bytes: int) -> bool:
     """True for a plain file (not a link) no larger than max_bytes."""
     try:
         st = os.lstat(path)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a name with a NUL byte, from the events file
         return False
     return stat.S_ISREG(st.st_mode) and st.st_size <= max_bytes
 
@@ -110,20 +113,27 @@ class Evidence:
         return dict(end.get("history", {})) if end else {}
 
     # -- files --------------------------------------------------------------------------
-    def safe_path(self, name: Any, max_bytes: int = MAX_ARRAY_FILE_BYTES) -> Path | None:
+    def safe_path(self, name: Any, max_bytes: int | None = None) -> Path | None:
         """A file directly inside the evidence folder, plain, not a link, size-capped."""
         if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
             return None
         path = self.dir / name
-        return path if regular_file(path, max_bytes) else None
+        return path if regular_file(path, MAX_ARRAY_FILE_BYTES if max_bytes is None else max_bytes) else None
 
     def arrays(self, name: Any) -> dict[str, np.ndarray]:
         path = self.safe_path(name)
         if path is None:
             return {}
         try:
-            with np.load(path, allow_pickle=False) as data:
-                return {key: data[key] for key in data.files}
-        except (OSError, ValueError, EOFError) as exc:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            with data:
+                inflated = sum(info.file_size for info in data.zip.infolist())
+                if inflated > MAX_ARRAY_BYTES:
+                    raise ValueError(f"{inflated} bytes uncompressed, more than {MAX_ARRAY_BYTES}")
+                found = {key: data[key] for key in data.files}
+            return {key: value for key, value in found.items() if isinstance(value, np.ndarray)}  # not raw members
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             self.problems.append(f"unreadable array file {name}: {exc}")
             return {}

@@ -66,6 +66,9 @@ class SeamKernelManager(AsyncKernelManager):
     async def _async_pre_start_kernel(self, **kw: Any):  # type: ignore[override]
         kw["env"] = self.launcher.environment(self.job)
         kw["cwd"] = str(self.job.cwd)
+        # The kernel's own stdout/stderr (TensorFlow logs, crashes) go to a file, not our terminal.
+        self._kernel_log = open(self.job.work_dir / "kernel.log", "ab")
+        kw["stdout"] = kw["stderr"] = self._kernel_log
         cmd, kw = await super()._async_pre_start_kernel(**kw)
         return self.launcher.command(cmd, self.job), kw
 
@@ -129,6 +132,9 @@ async def _stop_kernel(km: AsyncKernelManager) -> None:
             await km.shutdown_kernel(now=True)
     except Exception:  # noqa: BLE001 - already dead is fine
         pass
+    log = getattr(km, "_kernel_log", None)
+    if log is not None:
+        log.close()
 
 
 def collect_cell_errors(nb: nbformat.NotebookNode) -> list[CellError]:

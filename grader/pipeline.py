@@ -194,8 +194,18 @@ async def grade_submission(submission: Submission, session: Session) -> StudentR
         (run.out_dir / "grader_error.txt").write_text(traceback.format_exc(), encoding="utf-8")
     finally:
         if run.job is not None:
+            keep_kernel_log(run)
             shutil.rmtree(run.job.work_dir, ignore_errors=True)
     return build_result(run, session)
+
+
+def keep_kernel_log(run: StudentRun, max_bytes: int = 200_000) -> None:
+    """The tail of the kernel's stderr (crashes, TensorFlow aborts) for the TA."""
+    log = run.job.work_dir / "kernel.log"
+    if log.is_file() and not log.is_symlink():
+        with open(log, "rb") as handle:
+            handle.seek(max(0, log.stat().st_size - max_bytes))
+            (run.out_dir / "kernel.log").write_bytes(handle.read())
 
 
 def build_result(run: StudentRun, session: Session) -> StudentResult:

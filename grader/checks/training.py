@@ -105,7 +105,9 @@ def trusted_test_accuracy(ctx: CheckContext) -> Observation:
     expected = f"≥ {threshold:.3f} (reference {ref.accuracy:.3f})"
     ev = ctx.student_eval
     if ev is None or ev.accuracy is None:
-        reason = "no_model" if ev is None or ev.problem in (None, "no_fit", "no_model") else "predict_failed"
-        return missing(reason, expected, detail=(ev.problem if ev else ""))
+        problem = (ev.problem if ev else None) or ""
+        if problem in ("", "no_fit", "no_model"):  # internal codes, not words for the student
+            return missing("no_model", expected, detail="")
+        return missing("predict_failed", expected, detail=problem.removeprefix("predict_failed: "))
     return verdict(ev.accuracy >= threshold, round(ev.accuracy, 4), expected, "accuracy_low",
                    threshold=threshold)

@@ -1,0 +1,68 @@
+"""Shared fixtures: a tiny synthetic Fashion-MNIST and one real grading batch of fixture notebooks.
+
+The batch runs once per session (real kernels, real TensorFlow, quick budget) and the
+end-to-end tests assert on its results, so each fixture notebook is executed exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from grader.data import make_synthetic_dataset, write_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "notebooks"
+
+# Short time limits so the infinite-loop fixture costs seconds, not minutes; generous enough
+# for a 2-core CI machine running two kernels at once.
+TEST_CELL_TIMEOUT_S = 60
+TEST_NOTEBOOK_TIMEOUT_S = 300
+
+
+@pytest.fixture(scope="session")
+def tiny_keras_home(tmp_path_factory) -> Path:
+    """A KERAS_HOME holding a small, learnable synthetic data set as real IDX files."""
+    home = tmp_path_factory.mktemp("keras-home")
+    write_dataset(home, make_synthetic_dataset(n_train_per_class=120, n_test_per_class=20, seed=0), source="synthetic")
+    return home
+
+
+def make_project(root: Path) -> Path:
+    """A copy of the assignment and reference with test-sized time limits for the quick budget."""
+    shutil.copytree(ROOT / "assignments", root / "assignments")
+    shutil.copytree(ROOT / "reference", root / "reference")
+    spec = root / "assignments" / "kadai8" / "spec.toml"
+    text = spec.read_text(encoding="utf-8")
+    quick = text.index("[budgets.quick]")
+    end = text.index("[budgets.standard]")
+    section = re.sub(r"cell_timeout_s = \d+", f"cell_timeout_s = {TEST_CELL_TIMEOUT_S}", text[quick:end])
+    section = re.sub(r"notebook_timeout_s = \d+", f"notebook_timeout_s = {TEST_NOTEBOOK_TIMEOUT_S}", section)
+    spec.write_text(text[:quick] + section + text[end:], encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="session")
+def test_project(tmp_path_factory) -> Path:
+    return make_project(tmp_path_factory.mktemp("project"))
+
+
+@pytest.fixture(scope="session")
+def graded_batch(tmp_path_factory, tiny_keras_home, test_project):
+    """Grade every fixture notebook once: {student id: StudentResult}, plus the output folder."""
+    from grader.commands import grade
+
+    submissions = tmp_path_factory.mktemp("submissions")
+    for notebook in FIXTURES.glob("*.ipynb"):
+        shutil.copy(notebook, submissions / notebook.name)
+    out = tmp_path_factory.mktemp("out")
+    logging.getLogger("grader").setLevel(logging.INFO)
+    summary = grade.main(
+        assignment="kadai8", submissions=submissions, out=out, budget="quick", jobs=2, lang="ja",
+        project_root=test_project, keras_home=tiny_keras_home, cache_root=tmp_path_factory.mktemp("cache"),
+    )
+    return {r.student: r for r in summary.results}, summary
