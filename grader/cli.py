@@ -64,8 +64,9 @@ def data(keras_home: Path, no_keras_download: bool) -> None:
 @click.option("--keras-home", type=click.Path(path_type=Path), default=DATA_HOME, show_default=True)
 @click.option("--cache", type=click.Path(path_type=Path), default=CACHE_ROOT, show_default=True,
               help="Where reference runs are cached.")
+@click.option("--no-sandbox", is_flag=True, help="Run kernels without isolation (only for notebooks you trust).")
 def grade(assignment: str, submissions: Path, out: Path, budget: str | None, jobs: int, lang: str,
-          keras_home: Path, cache: Path) -> None:
+          keras_home: Path, cache: Path, no_sandbox: bool) -> None:
     """Grade every notebook in SUBMISSIONS into OUT."""
     from grader.commands import grade as command
 
@@ -78,9 +79,24 @@ def grade(assignment: str, submissions: Path, out: Path, budget: str | None, job
 
     summary = command.main(assignment=assignment, submissions=submissions, out=out, budget=budget, jobs=jobs,
                            lang=lang, project_root=PROJECT_ROOT, keras_home=keras_home, cache_root=cache,
-                           on_result=show)
-    stdout.print(f"{len(summary.results)} notebooks graded (budget {summary.budget}, reference accuracy "
-                 f"{summary.reference_accuracy:.3f}) → {summary.out_dir / 'index.html'}")
+                           no_sandbox=no_sandbox, on_result=show)
+    stdout.print(f"{len(summary.results)} notebooks graded (budget {summary.budget}, sandbox {summary.sandbox}, "
+                 f"reference accuracy {summary.reference_accuracy:.3f}) → {summary.out_dir / 'index.html'}")
+
+
+@main.command()
+def doctor() -> None:
+    """Show which sandbox layers work on this machine, and which one grading will use."""
+    from grader.commands import doctor as command
+
+    report = command.main()
+    stdout = Console()
+    for layer in report.layers:
+        mark = "[green]✓[/]" if layer.works else "[red]✗[/]"
+        stdout.print(f"{mark} {layer.name:<32} {layer.why}", highlight=False)
+    stdout.print(f"grading will use: [bold]{report.chosen}[/]" if report.chosen else
+                 f"[bold red]no sandbox available[/]: {report.problem}", highlight=False)
+    sys.exit(0 if report.chosen else 1)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from grader.evidence import Evidence
-from grader.launch import KernelJob, Launcher
+from grader.launch import KERNEL_DIR, KernelJob, Launcher
 
 PREDICT_TIMEOUT_S = 300
+MAX_PREDICTIONS_BYTES = 50_000_000
 NUM_CLASSES = 10
 
 
@@ -79,26 +79,37 @@ async def evaluate_training_model(
 async def predict_in_subprocess(
     model: Path, x_test: np.ndarray, scale: float, *, launcher: Launcher, job: KernelJob
 ) -> np.ndarray:
-    """Copy the model out of the evidence folder and predict in a fresh process."""
-    with tempfile.TemporaryDirectory(dir=job.work_dir, prefix="predict-") as tmp:
-        folder = Path(tmp)
-        shutil.copyfile(model, folder / "model.keras", follow_symlinks=False)
-        np.save(folder / "images.npy", x_test, allow_pickle=False)
-        argv = [sys.executable, "-m", "grader.kernel.predict", str(folder / "model.keras"),
-                str(folder / "images.npy"), repr(scale), str(folder / "out.npy")]
-        env = launcher.environment(job)
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
-        process = await asyncio.create_subprocess_exec(
-            *launcher.command(argv, job), env=env, cwd=str(folder),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            _, stderr = await asyncio.wait_for(process.communicate(), timeout=PREDICT_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            process.kill()
-            await process.wait()
-            raise RuntimeError("prediction timed out") from None
-        if process.returncode != 0:
-            tail = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-            raise RuntimeError(f"model could not be loaded or run: {tail[0][:300]}")
-        return np.load(folder / "out.npy", allow_pickle=False)
+    """Predict in a fresh process started through the launcher (the sandbox, when there is one).
+
+    The process gets the model and the test images only, never the labels; the grader reads
+    back a plain float array and checks its shape before trusting any of it.
+    """
+    folder = job.predict_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    shutil.copyfile(model, folder / "model.keras", follow_symlinks=False)
+    np.save(folder / "images.npy", x_test, allow_pickle=False)
+    out = folder / "out.npy"
+    argv = [sys.executable, str(KERNEL_DIR / "predict.py"), str(folder / "model.keras"),
+            str(folder / "images.npy"), repr(scale), str(out)]
+    process = await asyncio.create_subprocess_exec(
+        *launcher.command(argv, job), env=launcher.environment(job), cwd=str(folder),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, pass_fds=(),
+    )
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=PREDICT_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        process.kill()
+        await process.wait()
+        raise RuntimeError("prediction timed out") from None
+    if process.returncode != 0:
+        lines = stderr.decode("utf-8", "replace").strip().splitlines()
+        meaningful = [line for line in lines if "Error" in line or "error" in line] or lines or [""]
+        raise RuntimeError(f"model could not be loaded or run: {meaningful[-1][:300]}")
+    if not out.is_file() or out.is_symlink() or out.stat().st_size > MAX_PREDICTIONS_BYTES:
+        raise RuntimeError("no usable predictions were written")
+    probabilities = np.load(out, allow_pickle=False)
+    if probabilities.dtype.kind != "f" or probabilities.shape[0] != len(x_test):
+        raise ValueError(f"predictions have dtype {probabilities.dtype} and shape {probabilities.shape}")
+    return probabilities

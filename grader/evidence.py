@@ -96,11 +96,15 @@ class Evidence:
         return [e for e in self.of("fit_start") if e.get("fit") in ended]
 
     def training_fit(self) -> dict[str, Any] | None:
-        """The fit that counts: the last one fed by a flow() generator, else the last one."""
-        fits = self.of("fit_start")
-        from_flow = [f for f in fits if f.get("input", {}).get("kind") == "flow"]
-        chosen = from_flow or fits
-        return chosen[-1] if chosen else None
+        """The fit that counts: the last finished one fed by a flow() generator, else the last
+        finished one, else (nothing finished) the last one started."""
+        started = self.of("fit_start")
+        finished = self.finished_fits()
+        for candidates in (finished, started):
+            from_flow = [f for f in candidates if f.get("input", {}).get("kind") == "flow"]
+            if from_flow or candidates:
+                return (from_flow or candidates)[-1]
+        return None
 
     def model_file(self, fit_number: int) -> Path | None:
         saved = next((e for e in self.of("model_saved") if e.get("fit") == fit_number), None)

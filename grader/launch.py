@@ -17,7 +17,7 @@ from typing import Protocol
 KERNEL_DIR = Path(__file__).resolve().parent / "kernel"
 
 
-@dataclass(frozen=True)
+@dataclass
 class KernelJob:
     """The private folders of one execution. Everything the kernel may write is under work_dir."""
 
@@ -25,6 +25,7 @@ class KernelJob:
     data_dir: Path  # the dataset files, read-only for the kernel
     threads: int = 1
     memory_mb: int = 8192
+    uid: int | None = None  # set by a sandbox that drops privileges
 
     @property
     def cwd(self) -> Path:
@@ -46,9 +47,22 @@ class KernelJob:
     def harness_config(self) -> Path:
         return self.work_dir / "harness.json"
 
+    @property
+    def ipc_dir(self) -> Path:
+        return self.work_dir / "ipc"
+
+    @property
+    def predict_dir(self) -> Path:
+        return self.work_dir / "predict"
+
+    def writable_dirs(self) -> list[Path]:
+        """Folders the untrusted process may write; the rest of work_dir stays the grader's."""
+        return [self.cwd, self.evidence_dir, self.home, self.keras_home, self.keras_home / "datasets",
+                self.ipc_dir, self.predict_dir]
+
     def create(self) -> None:
         """Make the folders; Keras needs a writable KERAS_HOME, so the data is linked in."""
-        for folder in (self.cwd, self.evidence_dir, self.home, self.keras_home / "datasets"):
+        for folder in self.writable_dirs():
             folder.mkdir(parents=True, exist_ok=True)
         link = self.keras_home / "datasets" / "fashion-mnist"
         if not link.exists():
@@ -57,6 +71,19 @@ class KernelJob:
 
 class Launcher(Protocol):
     name: str
+    needs_ipc: bool  # True when the kernel has no network, so ZMQ must use unix sockets
+
+    def setup_job(self, job: KernelJob) -> None:
+        """Create the job's folders (and whatever isolation needs around them)."""
+
+    def kill_processes(self, job: KernelJob) -> None:
+        """End every process the job started (called as soon as its kernel is shut down)."""
+
+    def teardown_job(self, job: KernelJob) -> None:
+        """Make sure nothing of the job keeps running; release what setup took."""
+
+    def share_file(self, job: KernelJob, path: Path) -> None:
+        """Let the job's process read a file the grader wrote (e.g. the connection file)."""
 
     def command(self, argv: list[str], job: KernelJob) -> list[str]:
         """The full command line that runs argv for this job."""
@@ -94,9 +121,22 @@ def base_environment(job: KernelJob) -> dict[str, str]:
 
 
 class LocalLauncher:
-    """No isolation beyond a private work folder and a scrubbed environment."""
+    """No isolation beyond a private work folder and a scrubbed environment (`--no-sandbox`)."""
 
-    name = "local"
+    name = "none (--no-sandbox)"
+    needs_ipc = False
+
+    def setup_job(self, job: KernelJob) -> None:
+        job.create()
+
+    def kill_processes(self, job: KernelJob) -> None:
+        pass
+
+    def teardown_job(self, job: KernelJob) -> None:
+        pass
+
+    def share_file(self, job: KernelJob, path: Path) -> None:
+        pass
 
     def command(self, argv: list[str], job: KernelJob) -> list[str]:
         return list(argv)

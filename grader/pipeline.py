@@ -9,6 +9,8 @@ student only. The batch never stops because of one notebook.
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
 import tempfile
 import traceback
@@ -22,6 +24,9 @@ import numpy as np
 
 from grader import __version__
 from grader.checks import CheckContext
+from grader.checks.notebook import answer_after_heading
+from grader.checks.training import accuracy_threshold
+from grader.data import FINGERPRINT_FILE
 from grader.evaluate import ModelEvaluation, evaluate_training_model
 from grader.evidence import Evidence
 from grader.execute import ExecutionResult, execute_notebook, write_harness_config
@@ -80,6 +85,7 @@ class StudentRun:
     checks: list[CheckResult] = field(default_factory=list)
     status: str = GRADED
     message: str = ""
+    skipped_evidence: list[str] = field(default_factory=list)
 
 
 class StopGrading(Exception):
@@ -108,7 +114,7 @@ async def prepare_job(run: StudentRun, session: Session) -> None:
     work = Path(tempfile.mkdtemp(prefix=f"{run.submission.student}-", dir=session.work_root))
     run.job = KernelJob(work_dir=work, data_dir=session.data_dir, threads=session.threads,
                         memory_mb=session.spec.limits.memory_mb)
-    run.job.create()
+    session.launcher.setup_job(run.job)
     write_harness_config(run.job, budget_caps=session.budget.caps(), seed=session.spec.seed,
                          max_evidence_mb=session.spec.limits.max_evidence_mb)
 
@@ -118,7 +124,9 @@ async def execute(run: StudentRun, session: Session) -> None:
     run.execution = await execute_notebook(
         executed, job=run.job, launcher=session.launcher,
         cell_timeout_s=session.budget.cell_timeout_s, notebook_timeout_s=session.budget.notebook_timeout_s,
+        max_output_bytes=session.spec.limits.max_output_mb * 1_000_000,
     )
+    session.launcher.kill_processes(run.job)  # nothing the student started may touch what follows
     nbformat.write(executed, run.out_dir / "executed.ipynb")
     if run.execution.start_failure:
         raise StopGrading(GRADER_ERROR, f"カーネルを起動できませんでした: {run.execution.start_failure[:300]}")
@@ -127,13 +135,31 @@ async def execute(run: StudentRun, session: Session) -> None:
 async def collect_evidence(run: StudentRun, session: Session) -> None:
     keep = run.out_dir / "evidence"
     shutil.rmtree(keep, ignore_errors=True)
-    shutil.copytree(run.job.evidence_dir, keep, symlinks=True)  # links stay links; never followed
+    run.skipped_evidence = copy_evidence(run.job.evidence_dir, keep,
+                                         max_total_bytes=session.spec.limits.max_evidence_mb * 1_000_000)
     run.evidence = Evidence.load(keep)
     if run.evidence.first("harness_failed") or not run.evidence.harness_ready:
         failed = run.evidence.first("harness_failed") or {}
         if run.execution and run.execution.kernel_died and not run.evidence.events:
             return  # died before the harness could write; graded as kernel death
         raise StopGrading(GRADER_ERROR, f"採点用ハーネスが起動しませんでした: {failed.get('error', '記録なし')}")
+
+
+def copy_evidence(source: Path, target: Path, *, max_total_bytes: int) -> list[str]:
+    """Copy plain files only (no links, no folders), up to a total size; returns what was skipped."""
+    target.mkdir(parents=True)
+    skipped, total = [], 0
+    for entry in sorted(os.scandir(source), key=lambda e: e.name):
+        if not entry.is_file(follow_symlinks=False):
+            skipped.append(f"{entry.name} (not a plain file)")
+            continue
+        size = entry.stat(follow_symlinks=False).st_size
+        if total + size > max_total_bytes:
+            skipped.append(f"{entry.name} ({size // 1_000_000} MB over the evidence limit)")
+            continue
+        total += size
+        shutil.copyfile(entry.path, target / entry.name, follow_symlinks=False)
+    return skipped
 
 
 async def evaluate_model(run: StudentRun, session: Session) -> None:
@@ -194,9 +220,14 @@ async def grade_submission(submission: Submission, session: Session) -> StudentR
         (run.out_dir / "grader_error.txt").write_text(traceback.format_exc(), encoding="utf-8")
     finally:
         if run.job is not None:
-            keep_kernel_log(run)
-            shutil.rmtree(run.job.work_dir, ignore_errors=True)
+            release_job(run, session)
     return build_result(run, session)
+
+
+def release_job(run: StudentRun, session: Session) -> None:
+    keep_kernel_log(run)
+    session.launcher.teardown_job(run.job)
+    shutil.rmtree(run.job.work_dir, ignore_errors=True)
 
 
 def keep_kernel_log(run: StudentRun, max_bytes: int = 200_000) -> None:
@@ -210,8 +241,8 @@ def keep_kernel_log(run: StudentRun, max_bytes: int = 200_000) -> None:
 
 def build_result(run: StudentRun, session: Session) -> StudentResult:
     spec, lang = session.spec, session.lang
-    checks = run.checks or not_run_results(
-        spec, lang, "実行されませんでした。" if lang != "en" else "Not run.")
+    checks = public_messages(run.checks or not_run_results(
+        spec, lang, "実行されませんでした。" if lang != "en" else "Not run."), spec, lang)
     ready = run.evidence.first("harness_ready") if run.evidence else None
     return StudentResult(
         student=run.submission.student,
@@ -221,18 +252,77 @@ def build_result(run: StudentRun, session: Session) -> StudentResult:
         score=sum(c.points for c in checks),
         max_score=spec.max_score,
         checks=checks,
-        execution={**(run.execution.to_dict() if run.execution else {}), "budget": session.budget.name},
+        execution={**(run.execution.to_dict() if run.execution else {}), "budget": session.budget.name,
+                   "sandbox": session.launcher.name},
         budget={**session.budget.caps(), "summary": session.budget.summary(lang),
                 "cell_timeout_s": session.budget.cell_timeout_s,
-                "notebook_timeout_s": session.budget.notebook_timeout_s},
+                "notebook_timeout_s": session.budget.notebook_timeout_s,
+                "fits": training_budget(run)},
         notes=notes_for(run, lang),
         evaluation=run.evaluation.to_dict() if run.evaluation else None,
-        reference=({"accuracy": session.reference.evaluation.accuracy, "key": session.reference.key}
-                   if session.reference else {}),
-        versions={**session.versions, **((ready or {}).get("versions") or {})},
+        reference=reference_summary(session),
+        versions={**session.versions, **data_version(session), **((ready or {}).get("versions") or {})},
         graded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         lang=lang,
+        answers=written_answers(run, spec),
     )
+
+
+def public_messages(checks: list[CheckResult], spec: AssignmentSpec, lang: str) -> list[CheckResult]:
+    """Hidden checks show a student only the outcome and the spec's failure text (no expected values)."""
+    fail_text = {c.id: c.fail.get(lang) for c in spec.checks}
+    for check in checks:
+        hidden_text = fail_text.get(check.id, "") if check.status == "fail" else check.message
+        check.public_message = check.message if check.visible else hidden_text
+    return checks
+
+
+def training_budget(run: StudentRun) -> list[dict[str, Any]]:
+    """Each fit's requested vs effective epochs and steps ("2 / 50 epochs, 150 / 750 steps")."""
+    fits = []
+    for fit in run.evidence.of("fit_start") if run.evidence else []:
+        requested, effective = fit.get("requested") or {}, fit.get("effective") or {}
+        flow = run.evidence.flow((fit.get("input") or {}).get("flow"))
+        steps = requested.get("steps_per_epoch")
+        fits.append({
+            "fit": fit.get("fit"),
+            "requested_epochs": requested.get("epochs"),
+            "effective_epochs": effective.get("epochs"),
+            "requested_steps": math.ceil(steps) if isinstance(steps, (int, float)) else None,
+            "natural_steps": flow.get("length") if flow else None,  # len(generator) when steps were not given
+            "effective_steps": effective.get("steps_per_epoch"),
+        })
+    return fits
+
+
+def reference_summary(session: Session) -> dict[str, Any]:
+    """The reference's trusted accuracy, per-class accuracy and the accuracy threshold in force."""
+    if not session.reference:
+        return {}
+    accuracy = session.reference.evaluation.accuracy
+    summary = {"accuracy": accuracy, "key": session.reference.key,
+               "per_class": session.reference.evaluation.per_class}
+    rule = next((c for c in session.spec.checks if c.kind == "trusted_test_accuracy"), None)
+    if rule is not None and accuracy is not None:
+        summary["threshold"] = accuracy_threshold(accuracy, rule.params, session.budget.name)
+    return summary
+
+
+def data_version(session: Session) -> dict[str, str]:
+    """Where the data set came from and its fingerprint, as `grader data` recorded it."""
+    try:
+        info = json.loads((session.data_dir / FINGERPRINT_FILE).read_text(encoding="utf-8"))
+        return {"data": f"{info.get('source', '?')} {info.get('fingerprint', '?')}"}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def written_answers(run: StudentRun, spec: AssignmentSpec) -> dict[str, str]:
+    """The text of written answers (考察), so the TA reads them in the report."""
+    if run.notebook is None:
+        return {}
+    return {c.id: answer_after_heading(run.notebook, c.params.get("heading", ""))[:20_000]
+            for c in spec.checks if c.kind == "written_answer" and c.params.get("heading")}
 
 
 def notes_for(run: StudentRun, lang: str) -> list[str]:
@@ -257,4 +347,9 @@ def notes_for(run: StudentRun, lang: str) -> list[str]:
         notes.append((f"ノートブックが表示した評価結果（採点には使いません）: {claim.get('claimed')}" if ja
                       else f"Evaluation the notebook reported (not used for scoring): {claim.get('claimed')}"))
     notes.extend(f"evidence: {p}" for p in evidence.problems)
+    notes.extend(f"evidence skipped: {s}" for s in run.skipped_evidence)
+    if run.execution and run.execution.truncated_cells:
+        cells = ", ".join(str(i + 1) for i in run.execution.truncated_cells)
+        notes.append(f"出力が大きすぎるため省略しました（セル {cells}）" if ja
+                     else f"Output truncated (cells {cells})")
     return notes

@@ -20,7 +20,7 @@ from grader.evidence import Evidence
 from grader.kernel import grader_kernel
 from grader.pipeline import (
     ReferenceRun, Session, StopGrading, StudentRun, Submission,
-    collect_evidence, evaluate_model, execute, prepare_job, read_submission,
+    collect_evidence, evaluate_model, execute, prepare_job, read_submission, release_job,
 )
 
 log = logging.getLogger("grader.reference")
@@ -74,7 +74,7 @@ async def ensure_reference(session: Session, *, cache_root: Path, data_fingerpri
         raise ReferenceRunError(f"the reference notebook could not be graded: {stop.message}") from None
     finally:
         if run.job is not None:
-            shutil.rmtree(run.job.work_dir, ignore_errors=True)
+            release_job(run, session)
     problems = describe_reference_problems(run)
     if problems:
         raise ReferenceRunError(f"the reference run is not usable ({problems}); see {folder / 'executed.ipynb'}")

@@ -5,7 +5,7 @@ The field names are an output contract other tools read; add fields, never renam
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 # Student-level statuses. Every status except invalid/grader_error still has graded checks.
@@ -25,6 +25,7 @@ class CheckResult:
     title: str = ""
     hint: str = ""
     visible: bool = True
+    public_message: str = ""  # what a student may read: for hidden checks, no expected values
 
 
 @dataclass
@@ -44,9 +45,20 @@ class StudentResult:
     versions: dict[str, str] = field(default_factory=dict)
     graded_at: str = ""
     lang: str = "ja"
+    answers: dict[str, str] = field(default_factory=dict)  # written answers (考察) by check id, for the TA
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudentResult:
+        """The inverse of to_dict (unknown keys are ignored), e.g. to re-render reports from result.json."""
+        known = {f.name for f in fields(cls)}
+        check_fields = {f.name for f in fields(CheckResult)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["checks"] = [CheckResult(**{k: v for k, v in c.items() if k in check_fields})
+                            for c in data.get("checks", [])]
+        return cls(**values)
 
     @property
     def pending_manual(self) -> int:

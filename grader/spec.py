@@ -115,7 +115,7 @@ def load_spec(project_root: Path, assignment: str) -> AssignmentSpec:
     root = project_root / "assignments" / assignment
     path = root / "spec.toml"
     if not path.is_file():
-        known = sorted(p.name for p in (project_root / "assignments").glob("*/spec.toml"))
+        known = sorted(p.parent.name for p in (project_root / "assignments").glob("*/spec.toml"))
         raise ConfigError(f"no spec at {path} (known assignments: {', '.join(known) or 'none'})")
     raw_bytes = path.read_bytes()
     try:
