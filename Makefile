@@ -21,12 +21,20 @@ $(BIN)/.installed: requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-# bubblewrap isolates grading kernels; installed only when we may (root with apt-get).
+# System packages, installed only when we may (root with apt-get):
+#   bubblewrap      isolates grading kernels
+#   chromium        headless browser for the report test (tests/test_reports_browser.py)
+#   fonts-noto-cjk  Japanese labels in report figures (without a CJK font they fall back to English)
+SYSTEM_PACKAGES := bubblewrap chromium fonts-noto-cjk
+
 system-packages:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  command -v bwrap >/dev/null || { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; }; \
+	  missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; \
 	  command -v bwrap >/dev/null && echo "bubblewrap: $$(bwrap --version)"; \
-	else echo "bubblewrap: not installed (needs root and apt-get); see README"; fi
+	  command -v chromium >/dev/null && echo "chromium: $$(chromium --version 2>/dev/null)"; \
+	  fc-list :lang=ja family | head -n 1 | sed 's/^/CJK font: /'; \
+	else echo "system packages ($(SYSTEM_PACKAGES)): not installed (needs root and apt-get); see README"; fi
 
 data: venv
 	$(BIN)/grader data

@@ -99,5 +99,24 @@ def doctor() -> None:
     sys.exit(0 if report.chosen else 1)
 
 
+@main.command()
+@click.argument("notebook", type=click.Path(path_type=Path))
+@click.option("--assignment", default="kadai8", show_default=True, help="Assignment id.")
+@click.option("--keras-home", type=click.Path(path_type=Path), default=DATA_HOME, show_default=True)
+@click.option("--cache", type=click.Path(path_type=Path), default=CACHE_ROOT, show_default=True,
+              help="Where reference runs are cached.")
+@click.option("--no-sandbox", is_flag=True, help="Run the notebook without isolation.")
+@click.option("--html", type=click.Path(path_type=Path), default=None,
+              help="Report file (default: NOTEBOOK's stem + .selfcheck.html, beside it).")
+def check(notebook: Path, assignment: str, keras_home: Path, cache: Path, no_sandbox: bool, html: Path | None) -> None:
+    """Self-check one notebook: quick budget, visible checks only; exit 0 when all are OK."""
+    from grader.commands import check as command
+
+    report = command.main(notebook=notebook, project_root=PROJECT_ROOT, assignment=assignment, keras_home=keras_home,
+                          cache_root=cache, no_sandbox=no_sandbox, html=html)
+    command.print_report(report)
+    sys.exit(report.exit_code)
+
+
 if __name__ == "__main__":
     main()

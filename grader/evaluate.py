@@ -103,10 +103,11 @@ async def predict_in_subprocess(
         process.kill()
         await process.wait()
         raise RuntimeError("prediction timed out") from None
+    (job.work_dir / "predict.log").write_bytes(stderr[-200_000:])
     if process.returncode != 0:
         lines = stderr.decode("utf-8", "replace").strip().splitlines()
-        meaningful = [line for line in lines if "Error" in line or "error" in line] or lines or [""]
-        raise RuntimeError(f"model could not be loaded or run: {meaningful[-1][:300]}")
+        meaningful = [line for line in lines if "Error" in line or "error" in line] or lines[-1:] or [""]
+        raise RuntimeError(f"model could not be loaded or run (exit {process.returncode}): {meaningful[-1][:300]}")
     if not out.is_file() or out.is_symlink() or out.stat().st_size > MAX_PREDICTIONS_BYTES:
         raise RuntimeError("no usable predictions were written")
     probabilities = np.load(out, allow_pickle=False)

@@ -7,8 +7,10 @@ imports Keras or executes anything from the folder.
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
+import shutil
 import stat
 import zipfile
 import zlib
@@ -18,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from grader.kernel.grader_kernel import EVENTS_FILE
+from grader.kernel.grader_kernel import EVENTS_FILE, canonical, event_mac, file_digest
 
 MAX_EVENTS_BYTES = 20_000_000
 MAX_ARRAY_FILE_BYTES = 50_000_000
@@ -42,9 +44,11 @@ class Evidence:
     dir: Path
     events: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    digests: dict[str, str] | None = None  # file → sha256 vouched for by signed events (with a key)
 
     @classmethod
-    def load(cls, directory: Path) -> Evidence:
+    def load(cls, directory: Path, key: bytes | None = None) -> Evidence:
+        """Parse the events; with the job's key, keep only lines the harness signed."""
         evidence = cls(dir=directory)
         path = directory / EVENTS_FILE
         if not regular_file(path, MAX_EVENTS_BYTES):
@@ -63,7 +67,55 @@ class Evidence:
                     continue  # a line cut short by a dying kernel
                 if isinstance(event, dict) and isinstance(event.get("kind"), str):
                     evidence.events.append(event)
+        if key is not None:
+            evidence.keep_signed(key)
         return evidence
+
+    def keep_signed(self, key: bytes) -> None:
+        """Drop lines without a valid MAC (written by student code) and replayed lines."""
+        kept, seen, rejected = [], set(), 0
+        for event in self.events:
+            mac = event.pop("mac", None)
+            valid = isinstance(mac, str) and hmac.compare_digest(mac, event_mac(key, canonical(event)))
+            if not valid or event.get("seq") in seen:
+                rejected += 1
+                continue
+            seen.add(event.get("seq"))
+            kept.append(event)
+        self.events = kept
+        self.digests = {e["file"]: e["sha256"] for e in kept
+                        if e["kind"] == "artifact" and isinstance(e.get("file"), str)}
+        if rejected:
+            self.problems.append(f"{rejected} event lines not written by the grader's harness were ignored")
+
+    def export(self, target: Path, *, max_total_bytes: int) -> list[str]:
+        """Write the accepted events and the vouched-for files to `target`; returns what was left out.
+
+        The exported folder holds only what the harness recorded, so later readers (reports)
+        need no key.
+        """
+        target.mkdir(parents=True)
+        with open(target / EVENTS_FILE, "w", encoding="utf-8") as out:
+            for event in self.events:
+                out.write(json.dumps(event, ensure_ascii=False) + "\n")
+        skipped, total = [], 0
+        names = sorted(self.digests) if self.digests is not None else sorted(
+            e.name for e in os.scandir(self.dir) if e.name != EVENTS_FILE)
+        for name in names:
+            path = self.safe_path(name, max_bytes=max_total_bytes)
+            if path is None:
+                skipped.append(f"{name} (missing, altered, a link or too large)")
+                continue
+            size = path.stat().st_size
+            if total + size > max_total_bytes:
+                skipped.append(f"{name} (over the evidence size limit)")
+                continue
+            total += size
+            shutil.copyfile(path, target / name, follow_symlinks=False)
+        if self.digests is not None:
+            strays = sorted(e.name for e in os.scandir(self.dir) if e.name != EVENTS_FILE and e.name not in self.digests)
+            skipped += [f"{name} (not written by the grader's harness)" for name in strays if not name.startswith(".")]
+        return skipped
 
     # -- queries ------------------------------------------------------------------------
     def of(self, kind: str) -> list[dict[str, Any]]:
@@ -122,7 +174,11 @@ class Evidence:
         if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
             return None
         path = self.dir / name
-        return path if regular_file(path, MAX_ARRAY_FILE_BYTES if max_bytes is None else max_bytes) else None
+        if not regular_file(path, MAX_ARRAY_FILE_BYTES if max_bytes is None else max_bytes):
+            return None
+        if self.digests is not None and self.digests.get(name) != file_digest(path):
+            return None  # not the file the harness wrote (replaced or never vouched for)
+        return path
 
     def arrays(self, name: Any) -> dict[str, np.ndarray]:
         path = self.safe_path(name)

@@ -127,12 +127,15 @@ def _content_size(content: dict[str, Any]) -> int:
 
 
 def write_harness_config(job: KernelJob, *, budget_caps: dict[str, Any], seed: int, max_evidence_mb: int) -> None:
+    """The harness's settings, and its signing key in a file the harness deletes on start."""
     config = {
         "evidence_dir": str(job.evidence_dir),
         "budget": budget_caps,
         "seed": seed,
         "max_evidence_bytes": max_evidence_mb * 1_000_000,
+        "key_file": str(job.key_file),
     }
+    job.key_file.write_text(job.key.hex(), encoding="ascii")
     job.harness_config.write_text(json.dumps(config), encoding="utf-8")
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +27,11 @@ class KernelJob:
     threads: int = 1
     memory_mb: int = 8192
     uid: int | None = None  # set by a sandbox that drops privileges
+    key: bytes = field(default_factory=lambda: secrets.token_bytes(32))  # signs the evidence
+
+    @property
+    def key_file(self) -> Path:
+        return self.home / ".grader-evidence-key"  # in a folder the kernel may delete from
 
     @property
     def cwd(self) -> Path:

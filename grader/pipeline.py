@@ -133,33 +133,18 @@ async def execute(run: StudentRun, session: Session) -> None:
 
 
 async def collect_evidence(run: StudentRun, session: Session) -> None:
+    """Keep only what the harness signed, copied out of the job folder before it disappears."""
     keep = run.out_dir / "evidence"
     shutil.rmtree(keep, ignore_errors=True)
-    run.skipped_evidence = copy_evidence(run.job.evidence_dir, keep,
-                                         max_total_bytes=session.spec.limits.max_evidence_mb * 1_000_000)
+    recorded = Evidence.load(run.job.evidence_dir, key=run.job.key)
+    run.skipped_evidence = recorded.export(keep, max_total_bytes=session.spec.limits.max_evidence_mb * 1_000_000)
     run.evidence = Evidence.load(keep)
+    run.evidence.problems[:0] = recorded.problems
     if run.evidence.first("harness_failed") or not run.evidence.harness_ready:
         failed = run.evidence.first("harness_failed") or {}
         if run.execution and run.execution.kernel_died and not run.evidence.events:
             return  # died before the harness could write; graded as kernel death
         raise StopGrading(GRADER_ERROR, f"採点用ハーネスが起動しませんでした: {failed.get('error', '記録なし')}")
-
-
-def copy_evidence(source: Path, target: Path, *, max_total_bytes: int) -> list[str]:
-    """Copy plain files only (no links, no folders), up to a total size; returns what was skipped."""
-    target.mkdir(parents=True)
-    skipped, total = [], 0
-    for entry in sorted(os.scandir(source), key=lambda e: e.name):
-        if not entry.is_file(follow_symlinks=False):
-            skipped.append(f"{entry.name} (not a plain file)")
-            continue
-        size = entry.stat(follow_symlinks=False).st_size
-        if total + size > max_total_bytes:
-            skipped.append(f"{entry.name} ({size // 1_000_000} MB over the evidence limit)")
-            continue
-        total += size
-        shutil.copyfile(entry.path, target / entry.name, follow_symlinks=False)
-    return skipped
 
 
 async def evaluate_model(run: StudentRun, session: Session) -> None:
@@ -231,12 +216,13 @@ def release_job(run: StudentRun, session: Session) -> None:
 
 
 def keep_kernel_log(run: StudentRun, max_bytes: int = 200_000) -> None:
-    """The tail of the kernel's stderr (crashes, TensorFlow aborts) for the TA."""
-    log = run.job.work_dir / "kernel.log"
-    if log.is_file() and not log.is_symlink():
-        with open(log, "rb") as handle:
-            handle.seek(max(0, log.stat().st_size - max_bytes))
-            (run.out_dir / "kernel.log").write_bytes(handle.read())
+    """The tails of the kernel's and the predictor's stderr (crashes, TensorFlow aborts) for the TA."""
+    for name in ("kernel.log", "predict.log"):
+        log = run.job.work_dir / name
+        if log.is_file() and not log.is_symlink():
+            with open(log, "rb") as handle:
+                handle.seek(max(0, log.stat().st_size - max_bytes))
+                (run.out_dir / name).write_bytes(handle.read())
 
 
 def build_result(run: StudentRun, session: Session) -> StudentResult:
@@ -284,12 +270,15 @@ def training_budget(run: StudentRun) -> list[dict[str, Any]]:
         requested, effective = fit.get("requested") or {}, fit.get("effective") or {}
         flow = run.evidence.flow((fit.get("input") or {}).get("flow"))
         steps = requested.get("steps_per_epoch")
+        samples = ((fit.get("train_x") or {}).get("shape") or [None])[0]
+        natural = flow.get("length") if flow else (
+            math.ceil(samples / (requested.get("batch_size") or 32)) if isinstance(samples, int) else None)
         fits.append({
             "fit": fit.get("fit"),
             "requested_epochs": requested.get("epochs"),
             "effective_epochs": effective.get("epochs"),
             "requested_steps": math.ceil(steps) if isinstance(steps, (int, float)) else None,
-            "natural_steps": flow.get("length") if flow else None,  # len(generator) when steps were not given
+            "natural_steps": natural,  # len(generator), or samples ÷ batch_size: what one epoch takes unspecified
             "effective_steps": effective.get("steps_per_epoch"),
         })
     return fits

@@ -69,14 +69,14 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 """
 
 
-def csp(script: str | None = None) -> str:
+def csp(script: str | None = None) -> Markup:
     """No network, no plugins, no frames; inline styles, data: images, and at most our own script."""
     scripts = "'none'"
     if script is not None:
         digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
         scripts = f"'sha256-{digest}'"
-    return (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src {scripts}; "
-            "base-uri 'none'; form-action 'none'")
+    return Markup(f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src {scripts}; "
+                  "base-uri 'none'; form-action 'none'")  # constant text: safe inside the attribute
 
 
 @dataclass
@@ -125,14 +125,14 @@ def write_student_report(result: StudentResult, out_dir: Path) -> Path:
 def render_student_report(result: StudentResult, folder: Path) -> str:
     ja = result.lang != "en"
     evidence = Evidence.load(folder / "evidence") if (folder / "evidence").is_dir() else None
-    notebook = read_executed(folder / "executed.ipynb", result)
+    notebook = read_executed(folder / "executed.ipynb")
     cells = cell_links(notebook)
     stopped = result.status in ("timeout", "kernel_died")
     rendered = render_notebook(notebook, result.lang, stopped=stopped) if notebook is not None else None
     fig_lang = figures.label_lang(result.lang)
     return _environment().get_template("report.html.j2").render(
         r=result, ja=ja, labels=STATUS_LABELS[result.lang], marks=STATUS_MARKS, csp=csp(),
-        verdict=verdict_line(result), budget_line=budget_line(result),
+        verdict=verdict_line(result), budget_line=budget_line(result), fit_budget=training_fit_budget(result),
         batches=batch_pictures(evidence, fig_lang, ja, cells) if evidence else [],
         curves=curve_picture(evidence, result, fig_lang, ja) if evidence else None,
         test=test_pictures(result, fig_lang, ja),
@@ -143,13 +143,13 @@ def render_student_report(result: StudentResult, folder: Path) -> str:
     )
 
 
-def read_executed(path: Path, result: StudentResult) -> Any:
+def read_executed(path: Path) -> Any:
+    """The executed notebook as data, or None (missing, a link, too large, unreadable)."""
     if not path.is_file() or path.is_symlink() or path.stat().st_size > 60_000_000:
         return None
     try:
         return nbformat.read(path, as_version=4)
     except Exception:  # noqa: BLE001 - an unreadable notebook only loses its rendering
-        result.notes.append("executed.ipynb could not be read for the report")
         return None
 
 
@@ -245,10 +245,19 @@ def curve_picture(evidence: Evidence, result: StudentResult, fig_lang: str, ja: 
         return None
     caption = _t(ja, f"model.fit #{fit} の記録（{budget_line(result)}）。", f"Recorded from model.fit #{fit} ({budget_line(result)}).")
     acc, val = history.get("accuracy") or [None], history.get("val_accuracy") or [None]
-    if isinstance(acc[-1], (int, float)) and isinstance(val[-1], (int, float)) and val[-1] > acc[-1]:
+    if (augmented_fit(evidence, fit) and isinstance(acc[-1], (int, float)) and isinstance(val[-1], (int, float))
+            and val[-1] > acc[-1]):
         caption += _t(ja, " 検証の正解率が訓練より高いのは、訓練データだけが拡張（回転・反転）されて難しくなっているためです。",
                       " Validation accuracy is above training accuracy because only the training images are augmented.")
     return Picture(_t(ja, "学習曲線", "Learning curves"), uri, caption)
+
+
+def augmented_fit(evidence: Evidence, fit_number: Any) -> bool:
+    """Was this fit fed by flow() of a generator configured to augment?"""
+    fit = next((f for f in evidence.of("fit_start") if f.get("fit") == fit_number), None) or {}
+    source = fit.get("input") or {}
+    flow = evidence.flow(source.get("flow")) if source.get("kind") == "flow" else None
+    return bool(flow and any((evidence.datagen(flow.get("datagen")) or {}).get("params", {}).values()))
 
 
 def test_pictures(result: StudentResult, fig_lang: str, ja: bool) -> dict[str, Any] | None:
@@ -273,13 +282,12 @@ def test_pictures(result: StudentResult, fig_lang: str, ja: bool) -> dict[str, A
                 "and 90° rotations teach orientations the test set never shows, which can lower test accuracy.")
     groups = _t(ja, f"このモデルのクラス別正解率の平均：衣服 {means['clothes']:.2f}、靴 {means['shoes']:.2f}、バッグ {means['bag']:.2f}。",
                 f"Mean per-class accuracy of this model: clothes {means['clothes']:.2f}, shoes {means['shoes']:.2f}, bag {means['bag']:.2f}.")
-    reference = result.reference.get("per_class")
     return {
         "accuracy": evaluation.get("accuracy"),
         "n": int(matrix.sum()),
         "confusion": Picture(_t(ja, "混同行列", "Confusion matrix"), figures.confusion_matrix(matrix, fig_lang), confusion_note),
         "per_class": Picture(_t(ja, "クラス別正解率", "Accuracy per class"),
-                             figures.per_class_accuracy(per_class, reference, fig_lang), groups),
+                             figures.per_class_accuracy(per_class, fig_lang), groups),
         "slides": slides,
     }
 
@@ -324,6 +332,7 @@ def render_class_page(results: list[StudentResult], *, lang: str, title: str, bu
         attention=attention_list(results, ja), checks=checks, rates=pass_rates(results),
         threshold=threshold, reference_accuracy=ref_accuracy, max_score=max_score,
         accuracy_of=accuracy_of, below=lambda r: below_threshold(r, threshold),
+        no_accuracy=[r.student for r in results if accuracy_of(r) is None],
         stats={"mean": statistics.fmean(scores) if scores else None,
                "median": statistics.median(scores) if scores else None,
                "statuses": {s: sum(1 for r in results if r.status == s) for s in SEVERITY if any(r.status == s for r in results)},

@@ -16,10 +16,12 @@ Every layer goes through the same `Launcher` seam as the unsandboxed `LocalLaunc
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +31,8 @@ from grader.seccomp import build_filter
 from grader.seccomp import supported as seccomp_supported
 
 FIRST_SANDBOX_UID = 61000  # one uid per concurrent job: RLIMIT_NPROC counts per uid machine-wide
+SANDBOX_UIDS = 1000
+UID_LOCK_DIR = Path("/run/lock/kadai-grader")  # one lock file per uid, shared by all grader processes
 ALWAYS_HIDDEN = ("/root", "/home", "/run", "/var/tmp", "/srv", "/mnt", "/media")
 
 
@@ -65,8 +69,7 @@ class BwrapLauncher:
         self.as_root = as_root
         self.name = "bubblewrap (root, uid drop)" if as_root else "bubblewrap (user namespace)"
         self.needs_ipc = True  # --unshare-net: TCP loopback is another network, ZMQ must use ipc
-        self._free_uids: list[int] = []
-        self._next_uid = FIRST_SANDBOX_UID
+        self._uid_locks: dict[int, int] = {}
         self._bwrap = shutil.which("bwrap") or "bwrap"
         self._filter = build_filter() if seccomp_supported() else None
 
@@ -74,7 +77,7 @@ class BwrapLauncher:
     def setup_job(self, job: KernelJob) -> None:
         """Give the job a uid, a size-limited tmpfs (root) and folders the uid may write."""
         if self.as_root:
-            job.uid = self._free_uids.pop() if self._free_uids else self._take_uid()
+            job.uid = self._take_uid()
             subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.limits.disk_mb}m,mode=0755",
                             "tmpfs", str(job.work_dir)], check=True, capture_output=True)
         job.create()
@@ -85,20 +88,40 @@ class BwrapLauncher:
                 os.chown(folder, job.uid, job.uid)
 
     def _take_uid(self) -> int:
-        self._next_uid += 1
-        return self._next_uid - 1
+        """A uid no other job, in this or any other grader process, is using (flock per uid).
+
+        Uids are shared machine-wide: two batches with the same uid would count each other's
+        processes against RLIMIT_NPROC and kill each other's kernels at teardown.
+        """
+        UID_LOCK_DIR.mkdir(parents=True, exist_ok=True)
+        for uid in range(FIRST_SANDBOX_UID, FIRST_SANDBOX_UID + SANDBOX_UIDS):
+            fd = os.open(UID_LOCK_DIR / f"{uid}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self._uid_locks[uid] = fd
+            kill_uid(uid)  # orphans of a grader that crashed
+            return uid
+        raise ExecutionSetupError(f"all {SANDBOX_UIDS} sandbox uids are in use")
+
+    def _release_uid(self, uid: int) -> None:
+        fd = self._uid_locks.pop(uid, None)
+        if fd is not None:
+            os.close(fd)  # closing drops the flock
 
     def kill_processes(self, job: KernelJob) -> None:
         """Nothing of the job may outlive its kernel: its uid is private, so kill all it owns."""
         if job.uid is not None:
-            subprocess.run(["pkill", "-KILL", "-U", str(job.uid)], capture_output=True)
+            kill_uid(job.uid)
 
     def teardown_job(self, job: KernelJob) -> None:
         self.kill_processes(job)
         if self.as_root:
             subprocess.run(["umount", "-l", str(job.work_dir)], capture_output=True)
         if job.uid is not None:
-            self._free_uids.append(job.uid)
+            self._release_uid(job.uid)
             job.uid = None
 
     def share_file(self, job: KernelJob, path: Path) -> None:
@@ -109,8 +132,10 @@ class BwrapLauncher:
     # -- the command --------------------------------------------------------------------
     def command(self, argv: list[str], job: KernelJob) -> list[str]:
         env = self.environment(job)
+        scratch = str(self.limits.disk_mb * 2**20)  # /tmp and /dev/shm are RAM: cap them like the job folder
         bwrap = [self._bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                 "--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
+                 "--perms", "1777", "--size", scratch, "--tmpfs", "/tmp",
+                 "--perms", "1777", "--size", scratch, "--tmpfs", "/dev/shm"]
         for hidden in self._hidden():
             bwrap += ["--tmpfs", str(hidden)]
         for readable in self._readable(job):
@@ -150,6 +175,18 @@ class BwrapLauncher:
     def _readable(self, job: KernelJob) -> list[Path]:
         paths = [*interpreter_paths(), KERNEL_DIR, job.data_dir.resolve(), *self.policy.readable]
         return [p for p in dict.fromkeys(paths) if p.exists()]
+
+
+def kill_uid(uid: int, timeout_s: float = 20.0) -> None:
+    """SIGKILL every process of `uid` and wait until they are gone: dying processes still count
+    against RLIMIT_NPROC, so the next job with this uid could not even start its threads."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        subprocess.run(["pkill", "-KILL", "-U", str(uid)], capture_output=True)
+        if subprocess.run(["pgrep", "-U", str(uid)], capture_output=True).returncode != 0:
+            return
+        time.sleep(0.1)
+    raise ExecutionSetupError(f"processes of sandbox uid {uid} would not die")
 
 
 def _traversable_parents(path: Path) -> list[str]:

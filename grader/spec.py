@@ -81,6 +81,8 @@ class CheckSpec:
 @dataclass(frozen=True)
 class Limits:
     memory_mb: int
+    disk_mb: int
+    processes: int
     max_evidence_mb: int
     max_output_mb: int
 
@@ -152,6 +154,8 @@ def parse_spec(raw: dict[str, Any], *, root: Path, project_root: Path, source_by
         default_budget=default_budget,
         limits=Limits(
             memory_mb=int(limits.get("memory_mb", 8192)),
+            disk_mb=int(limits.get("disk_mb", 2048)),
+            processes=int(limits.get("processes", 256)),
             max_evidence_mb=int(limits.get("max_evidence_mb", 200)),
             max_output_mb=int(limits.get("max_output_mb", 10)),
         ),

@@ -22,6 +22,7 @@ FIXTURES = ROOT / "tests" / "fixtures" / "notebooks"
 # for a 2-core CI machine running two kernels at once.
 TEST_CELL_TIMEOUT_S = 60
 TEST_NOTEBOOK_TIMEOUT_S = 300
+TEST_DISK_MB = 256
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +43,9 @@ def make_project(root: Path) -> Path:
     end = text.index("[budgets.standard]")
     section = re.sub(r"cell_timeout_s = \d+", f"cell_timeout_s = {TEST_CELL_TIMEOUT_S}", text[quick:end])
     section = re.sub(r"notebook_timeout_s = \d+", f"notebook_timeout_s = {TEST_NOTEBOOK_TIMEOUT_S}", section)
-    spec.write_text(text[:quick] + section + text[end:], encoding="utf-8")
+    text = text[:quick] + section + text[end:]
+    text = re.sub(r"disk_mb = \d+", f"disk_mb = {TEST_DISK_MB}", text)  # the disk filler fills it in a second
+    spec.write_text(text, encoding="utf-8")
     return root
 
 
@@ -52,7 +55,7 @@ def test_project(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def graded_batch(tmp_path_factory, tiny_keras_home, test_project):
+def graded_batch(tmp_path_factory, tiny_keras_home, test_project, reference_cache):
     """Grade every fixture notebook once: {student id: StudentResult}, plus the output folder."""
     from grader.commands import grade
 
@@ -63,6 +66,12 @@ def graded_batch(tmp_path_factory, tiny_keras_home, test_project):
     logging.getLogger("grader").setLevel(logging.INFO)
     summary = grade.main(
         assignment="kadai8", submissions=submissions, out=out, budget="quick", jobs=2, lang="ja",
-        project_root=test_project, keras_home=tiny_keras_home, cache_root=tmp_path_factory.mktemp("cache"),
+        project_root=test_project, keras_home=tiny_keras_home, cache_root=reference_cache,
     )
     return {r.student: r for r in summary.results}, summary
+
+
+@pytest.fixture(scope="session")
+def reference_cache(tmp_path_factory) -> Path:
+    """Shared by every batch of the session, so the reference notebook runs once."""
+    return tmp_path_factory.mktemp("reference-cache")

@@ -132,7 +132,8 @@ def sandbox_for(spec: AssignmentSpec, budget: Budget, *, hidden: list[Path], no_
     folders = [p.resolve() for p in hidden if p.exists()]
     project = PROJECT_ROOT.resolve()
     folders += [project, project.parent] if project.parent != Path("/") else [project]
-    limits = SandboxLimits(memory_mb=spec.limits.memory_mb, cpu_s=budget.notebook_timeout_s * 4 + 120)
+    limits = SandboxLimits(memory_mb=spec.limits.memory_mb, disk_mb=spec.limits.disk_mb,
+                           processes=spec.limits.processes, cpu_s=budget.notebook_timeout_s * 4 + 120)
     return choose_launcher(policy=SandboxPolicy(hidden=folders), limits=limits, no_sandbox=no_sandbox)
 
 

@@ -16,6 +16,7 @@ imports `image_hashes` from this module without loading Keras.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import inspect
 import json
 import math
@@ -46,23 +47,53 @@ def image_hashes(x: Any) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- recording
-class Recorder:
-    """Appends one JSON line per event and writes arrays as .npz, flushing each time."""
+def canonical(event: dict[str, Any]) -> str:
+    """The exact text an event's MAC covers; the grader re-creates it from the parsed line."""
+    return json.dumps(event, sort_keys=True, ensure_ascii=False, default=_jsonable)
 
-    def __init__(self, evidence_dir: Path, max_bytes: int) -> None:
+
+def event_mac(key: bytes, text: str) -> str:
+    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Recorder:
+    """Appends one JSON line per event and writes arrays as .npz, flushing each time.
+
+    With a key, every line carries an HMAC and every file an `artifact` event with its digest,
+    so lines or files written by the student's code (not by this recorder) are recognised and
+    ignored by the grader. The key is read from a file that is deleted before the first cell.
+    """
+
+    def __init__(self, evidence_dir: Path, max_bytes: int, key: bytes | None = None) -> None:
         self.dir = evidence_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self._events = open(self.dir / EVENTS_FILE, "a", encoding="utf-8")
         self._seq = 0
         self._t0 = time.monotonic()
         self._budget_left = max_bytes
+        self._key = key
 
     def event(self, kind: str, **data: Any) -> None:
         self._seq += 1
         line = {"seq": self._seq, "t": round(time.monotonic() - self._t0, 3), "cell": _cell_number(), "kind": kind}
         line.update(data)
-        self._events.write(json.dumps(line, default=_jsonable, ensure_ascii=False) + "\n")
+        text = canonical(line)
+        if self._key is not None:
+            text = canonical({**json.loads(text), "mac": event_mac(self._key, text)})
+        self._events.write(text + "\n")
         self._events.flush()
+
+    def artifact(self, path: Path) -> None:
+        """Vouch for a file this recorder wrote (its digest goes into a signed event)."""
+        self.event("artifact", file=path.name, sha256=file_digest(path))
 
     def arrays(self, name: str, **arrays: np.ndarray) -> str | None:
         """Save arrays atomically; returns the file name, or None when over the size budget."""
@@ -73,6 +104,7 @@ class Recorder:
         tmp, final = self.dir / f".{name}.tmp.npz", self.dir / f"{name}.npz"
         np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
         os.replace(tmp, final)
+        self.artifact(final)
         return final.name
 
 
@@ -115,7 +147,8 @@ class Harness:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.budget: dict[str, Any] = config["budget"]
-        self.rec = Recorder(Path(config["evidence_dir"]), int(config.get("max_evidence_bytes", 200_000_000)))
+        self.rec = Recorder(Path(config["evidence_dir"]), int(config.get("max_evidence_bytes", 200_000_000)),
+                            key=_take_key(config.get("key_file")))
         self._ids: dict[str, weakref.WeakKeyDictionary] = {}
         self._counters: dict[str, int] = {}
         self._hashed: dict[tuple, str] = {}
@@ -368,6 +401,7 @@ class Harness:
         path = self.rec.dir / f"model_fit{number}.keras"
         try:
             model.save(path)
+            self.rec.artifact(path)
             self.rec.event("model_saved", fit=number, model=self.number("model", model), file=path.name)
         except Exception as exc:  # noqa: BLE001
             self.rec.event("harness_warning", where="save model", error=repr(exc)[:300])
@@ -410,6 +444,16 @@ class Harness:
 
 
 # ---------------------------------------------------------------- small helpers
+def _take_key(key_file: str | None) -> bytes | None:
+    """Read the signing key and delete its file, so the student's cells cannot read it."""
+    if not key_file:
+        return None
+    path = Path(key_file)
+    key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+    path.unlink()
+    return key
+
+
 def _is_flow_iterator(x: Any) -> bool:
     from keras.src.legacy.preprocessing.image import NumpyArrayIterator
 

@@ -1,0 +1,196 @@
+"""Self-check: run one notebook the way grading does and judge only the visible checks.
+
+One engine, two front ends:
+  * `grader check NOTEBOOK` (grader.commands.check), for those who have the project;
+  * `assignments/<id>/selfcheck.py`, the single file students download. `grader.bundle` generates
+    it: it embeds this package and every grader module it imports (so the steps, check kinds,
+    verdicts and messages are the grader's own), the spec's visible checks only, and the
+    reference's *public events*.
+
+Public events are the reference run's evidence reduced to what visible check kinds read from the
+reference side (shapes, lengths, the parameter count): never hashes, arrays, models, histories or
+accuracies, and nothing of hidden checks. The same check kinds then run unchanged against an
+`Evidence` built from them, in the project and in the downloaded file alike.
+
+Only the standard library, numpy, nbformat and nbclient may be imported at module level here and in
+what this imports (Colab has them; tests prove it in a venv with nothing else).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from grader import pipeline
+from grader.checks import MANUAL, PASS
+from grader.errors import ConfigError
+from grader.evaluate import ModelEvaluation
+from grader.evidence import Evidence
+from grader.launch import Launcher
+from grader.pipeline import ReferenceRun, Session, StopGrading, StudentRun, Submission
+from grader.results import GRADED, GRADER_ERROR, StudentResult
+from grader.spec import AssignmentSpec, parse_spec
+
+SELF_CHECK_BUDGET = "quick"
+
+# For each evidence event kind the visible check kinds read from the *reference*, the fields kept.
+# Array summaries inside them keep only SUMMARY_KEYS. If a check kind starts reading another
+# reference field, the agreement test (tests/test_selfcheck_end_to_end.py) fails: add it here.
+PUBLIC_FIELDS: dict[str, tuple[str, ...]] = {
+    "flow": ("flow", "datagen", "batch_size", "length", "x", "y"),  # input_shape, flow_length, first_batch_*
+    "batch": ("flow", "x", "y"),  # first_batch_shape, first_batch_one_hot
+    "split": ("outputs",),  # split_sizes
+    "fit_start": ("fit", "params_count", "input", "validation_x"),  # model_params, fit_validation_data
+    "fit_end": ("fit",),  # Evidence.training_fit prefers finished fits
+}
+SUMMARY_KEYS = ("type", "shape", "dtype", "one_hot")
+
+# Kinds that need what never leaves the grader (test-set hashes of the reference's training data,
+# the reference's saved model and accuracy). A visible check of such a kind cannot be self-checked.
+SERVER_ONLY_KINDS = frozenset({"no_test_overlap", "trusted_test_accuracy"})
+
+
+# ---------------------------------------------------------------- what ships: spec and events
+def public_spec(raw: dict[str, Any]) -> dict[str, Any]:
+    """The spec (as parsed TOML) reduced to the visible checks and the self-check budget."""
+    checks = list(raw.get("checks", []))
+    visible = [dict(c) for c in checks if c.get("visible", True)]
+    hidden = [c for c in checks if not c.get("visible", True)]
+    server_only = [c["id"] for c in visible if c.get("kind") in SERVER_ONLY_KINDS]
+    if server_only:
+        raise ConfigError(f"visible checks {server_only} need the grader's own data and cannot be self-checked; "
+                          "make them hidden (visible = false)")
+    budgets = raw.get("budgets", {})
+    if SELF_CHECK_BUDGET not in budgets:
+        raise ConfigError(f"the spec has no [budgets.{SELF_CHECK_BUDGET}], which the self-check runs with")
+    meta = {k: v for k, v in raw.get("assignment", {}).items() if k in ("id", "title", "seed")}
+    meta["default_budget"] = SELF_CHECK_BUDGET
+    return {
+        "assignment": meta,
+        "limits": dict(raw.get("limits", {})),
+        "budgets": {SELF_CHECK_BUDGET: dict(budgets[SELF_CHECK_BUDGET])},
+        "checks": visible,
+        "hidden": {"checks": len(hidden), "points": sum(int(c.get("points", 0)) for c in hidden)},
+    }
+
+
+def load_public_spec(public: dict[str, Any], root: Path) -> AssignmentSpec:
+    source = json.dumps(public, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return parse_spec(public, root=root, project_root=root, source_bytes=source)
+
+
+def public_events(evidence: Evidence) -> list[dict[str, Any]]:
+    """The reference evidence reduced to PUBLIC_FIELDS (deterministic: no times, no file names)."""
+    events = []
+    for event in evidence.events:
+        keep = PUBLIC_FIELDS.get(event.get("kind"))
+        if keep is None:
+            continue
+        reduced: dict[str, Any] = {"seq": event.get("seq"), "kind": event["kind"]}
+        reduced.update({key: _reduce(event[key]) for key in keep if key in event})
+        events.append(reduced)
+    return events
+
+
+def _reduce(value: Any) -> Any:
+    if isinstance(value, dict) and "shape" in value:
+        return {k: value[k] for k in SUMMARY_KEYS if k in value}
+    if isinstance(value, list):
+        return [_reduce(v) for v in value]
+    return value
+
+
+def public_reference(events: list[dict[str, Any]], folder: Path) -> ReferenceRun:
+    """A ReferenceRun whose evidence is only the public events (no files, no evaluation)."""
+    return ReferenceRun(
+        evidence=Evidence(dir=folder, events=[dict(e) for e in events]),
+        evaluation=ModelEvaluation(fit=None, problem="not part of the self-check"),
+        seconds=0.0,
+        key="public",
+    )
+
+
+# ---------------------------------------------------------------- running one notebook
+@dataclass
+class Outcome:
+    """What a self-check found: the grader's result on the visible checks, plus the run itself."""
+
+    result: StudentResult
+    run: StudentRun
+    seconds: float
+    hidden: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def all_visible_ok(self) -> bool:
+        """Every visible check passed, or (manual) awaits a TA with something to score."""
+        return all(c.status in (PASS, MANUAL) for c in self.result.checks)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.all_visible_ok and self.result.status == GRADED else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"result": self.result.to_dict(), "seconds": round(self.seconds, 2), "hidden": self.hidden,
+                "all_visible_ok": self.all_visible_ok, "exit_code": self.exit_code}
+
+
+def self_check_steps(load_test_hashes: Callable[[StudentRun], np.ndarray | None]) -> list[pipeline.Step]:
+    """The grader's own steps, minus the trusted evaluation (only a hidden check reads it).
+
+    The grader's test-set hashes are loaded just before judging: a self-check reads them from the
+    Keras cache that the notebook itself filled.
+    """
+
+    async def find_test_set(run: StudentRun, session: Session) -> None:
+        if session.test_hashes is None:
+            session.test_hashes = load_test_hashes(run)
+
+    steps: list[pipeline.Step] = []
+    for step in pipeline.STEPS:
+        if step is pipeline.evaluate_model:
+            continue
+        if step is pipeline.judge_checks:
+            steps.append(find_test_set)
+        steps.append(step)
+    return steps
+
+
+async def run_self_check(submission: Submission, session: Session, *,
+                         load_test_hashes: Callable[[StudentRun], np.ndarray | None],
+                         hidden: dict[str, int] | None = None) -> Outcome:
+    """Like pipeline.grade_submission, with self_check_steps; keeps the run for diagnosis."""
+    started = time.monotonic()
+    run = StudentRun(submission=submission, out_dir=session.out_dir / submission.student)
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        for step in self_check_steps(load_test_hashes):
+            await step(run, session)
+    except StopGrading as stop:
+        run.status, run.message = stop.status, stop.message
+    except Exception as exc:  # noqa: BLE001 - reported like the grader does, with the traceback kept
+        run.status = GRADER_ERROR
+        run.message = f"採点システム内部のエラー: {type(exc).__name__}: {exc}"[:500]
+        (run.out_dir / "grader_error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+    finally:
+        if run.job is not None:
+            pipeline.release_job(run, session)
+    return Outcome(pipeline.build_result(run, session), run, time.monotonic() - started, dict(hidden or {}))
+
+
+def make_session(*, spec: AssignmentSpec, reference: ReferenceRun, launcher: Launcher, data_dir: Path,
+                 out_dir: Path, work_root: Path, lang: str, test_hashes: np.ndarray | None = None,
+                 versions: dict[str, str] | None = None) -> Session:
+    empty = np.zeros((0, 28, 28), dtype=np.uint8)
+    return Session(
+        spec=spec, budget=spec.budget(SELF_CHECK_BUDGET), launcher=launcher, data_dir=data_dir,
+        x_test=empty, y_test=np.zeros((0,), dtype=np.uint8), test_hashes=test_hashes, reference=reference,
+        out_dir=out_dir, work_root=work_root, lang=lang, threads=max(1, os.cpu_count() or 1),
+        versions=dict(versions or {}),
+    )
