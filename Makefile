@@ -1,6 +1,7 @@
 # make setup  → .venv with pinned packages, bubblewrap (when root), Fashion-MNIST in .data/
 # make test   → the whole test suite (unit + real kernels on a tiny synthetic data set)
 # make grade  → grade submissions/ into build/kadai8/ with the standard budget
+# make selfcheck → regenerate assignments/kadai8/selfcheck.py (the students' one-file self-check)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -8,7 +9,7 @@ BIN    := $(VENV)/bin
 JOBS   ?= 2
 BUDGET ?= standard
 
-.PHONY: setup venv system-packages data test grade clean lock
+.PHONY: setup venv system-packages data test grade selfcheck clean lock
 
 setup: system-packages venv data
 
@@ -44,6 +45,11 @@ test: venv
 
 grade: venv
 	$(BIN)/grader grade --assignment kadai8 --submissions submissions --out build/kadai8 --budget $(BUDGET) --jobs $(JOBS)
+
+# The file students download. Expected values come from the quick reference run on the real data
+# (run once, cached); while the reference's sources are unchanged, the embedded ones are reused.
+selfcheck: venv
+	$(BIN)/python -m grader.bundle
 
 lock: venv
 	{ echo '# Exact versions `make setup` installs (pip freeze of a working venv, Python 3.11, x86_64).'; \

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from grader import __version__
+from grader.errors import GraderError
 from grader.selfcheck.engine import PUBLIC_FIELDS, SELF_CHECK_BUDGET, SUMMARY_KEYS, public_spec
 from grader.spec import load_spec
 
@@ -301,8 +302,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"{target}: up to date")
         return 0
-    text = generate(project_root=PROJECT_ROOT, assignment=args.assignment, keras_home=args.keras_home,
-                    cache_root=args.cache, refresh=args.refresh)
+    try:
+        text = generate(project_root=PROJECT_ROOT, assignment=args.assignment, keras_home=args.keras_home,
+                        cache_root=args.cache, refresh=args.refresh)
+    except GraderError as exc:  # no data (`make data`), reference failed, ...
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     target.write_text(text, encoding="utf-8", newline="\n")
     size = len(text.encode("utf-8"))
     print(f"{target}: {size // 1000} kB, {len(bundle_files())} files of grader code, "

@@ -111,14 +111,21 @@ def _text(value: Any) -> str:
 def merge_streams(outputs: list[Any]) -> list[Any]:
     """Consecutive writes to one stream as one output, as Jupyter shows them (progress bars use \\b and \\r)."""
     merged: list[Any] = []
+    pieces: dict[int, list[str]] = {}  # index in merged → its texts, joined once at the end
     for output in outputs:
         if not isinstance(output, dict):
             continue
-        if (output.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream"
-                and merged[-1].get("name") == output.get("name")):
-            merged[-1] = {**merged[-1], "text": _text(merged[-1].get("text")) + _text(output.get("text"))}
-        else:
-            merged.append(output)
+        last = merged[-1] if merged else None
+        if (output.get("output_type") == "stream" and last is not None and last.get("output_type") == "stream"
+                and last.get("name") == output.get("name")):
+            pieces[len(merged) - 1].append(_text(output.get("text")))
+            continue
+        merged.append(output)
+        if output.get("output_type") == "stream":
+            pieces[len(merged) - 1] = [_text(output.get("text"))]
+    for index, texts in pieces.items():
+        if len(texts) > 1:
+            merged[index] = {**merged[index], "text": "".join(texts)}
     return merged
 
 

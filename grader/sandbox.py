@@ -170,7 +170,9 @@ class BwrapLauncher:
         """Existing folders to cover with an empty tmpfs, outermost only (a later mount over a
         parent would uncover nothing but would hide what was re-bound inside it)."""
         hidden = {p.resolve() for p in [*map(Path, ALWAYS_HIDDEN), *self.policy.hidden] if p.is_dir()}
-        return sorted(p for p in hidden if not any(q != p and q in p.parents for q in hidden))
+        private = {Path("/tmp"), Path("/dev/shm")}  # already fresh tmpfs mounts of their own
+        covered = hidden | private
+        return sorted(p for p in hidden - private if not any(q != p and q in p.parents for q in covered))
 
     def _readable(self, job: KernelJob) -> list[Path]:
         paths = [*interpreter_paths(), KERNEL_DIR, job.data_dir.resolve(), *self.policy.readable]

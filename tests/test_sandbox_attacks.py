@@ -179,7 +179,8 @@ def test_no_process_of_any_job_outlives_the_batch(attack_batch):
     leftovers = [uid for uid in uids if FIRST_SANDBOX_UID <= uid < FIRST_SANDBOX_UID + 100 and not uid_in_use(uid)]
     assert leftovers == []  # the fork bomb's children and the daemonised sleeper are gone
     mounts = open("/proc/mounts", encoding="utf-8").read()
-    assert not re.search(r" /tmp/grader-\S+ tmpfs ", mounts)
+    ours = "|".join(p.stem for p in ATTACKS.glob("*.ipynb"))
+    assert not re.search(rf" /tmp/grader-[^/ ]+/({ours})-\S+ tmpfs ", mounts)  # every job folder unmounted
 
 
 def test_tampering_in_the_kernel_does_not_change_the_score(attack_batch, graded_batch):

@@ -154,8 +154,8 @@ def print_report(report: CheckReport) -> None:
     table = Table(show_lines=True, expand=True)
     table.add_column("判定", no_wrap=True, justify="center")
     table.add_column("点", no_wrap=True, justify="right")
-    table.add_column("項目", ratio=2)
-    table.add_column("理由・ヒント", ratio=3)
+    table.add_column("項目", ratio=2, overflow="fold")
+    table.add_column("理由・ヒント", ratio=3, overflow="fold")
     styles = {"pass": "green", "manual": "cyan"}
     for check in result.checks:
         mark = mark_for(check.status, marks)
@@ -183,7 +183,7 @@ HTML = """<!doctype html>
 <html lang="ja"><head><meta charset="utf-8"><title>セルフチェック {{ notebook.name }}</title>
 <style>
 body{font-family:system-ui,"Hiragino Sans","Yu Gothic",sans-serif;margin:2em;max-width:70em;color:#222}
-table{border-collapse:collapse;width:100%}td,th{border:1px solid #ccc;padding:.4em;vertical-align:top;text-align:left}
+table{border-collapse:collapse;width:100%}td,th{border:1px solid #ccc;padding:.4em;vertical-align:top;text-align:left}th{white-space:nowrap}
 .pass{color:#137333}.manual{color:#1a5fb4}.fail,.error,.not_run{color:#b3261e}.mark{font-size:1.3em;text-align:center}
 .small{color:#666;font-size:.9em}li.error{color:#b3261e}li.warning{color:#8a5300}
 </style></head><body>

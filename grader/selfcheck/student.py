@@ -66,9 +66,13 @@ def main(argv: list[str], *, public: dict[str, Any], events: list[dict[str, Any]
         f"{quick.get('max_steps_per_epoch')} ステップに短縮。30 秒ほどかかります）…")
     if sys.platform == "win32":  # pyzmq needs a selector event loop on Windows
         asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())  # type: ignore[attr-defined]
-    with quiet_stderr():
-        outcome = asyncio.run(check(path, public=public, events=events, use_gpu=args.gpu,
-                                    executed=Path(args.executed) if args.executed else None))
+    try:
+        with quiet_stderr():
+            outcome = asyncio.run(check(path, public=public, events=events, use_gpu=args.gpu,
+                                        executed=Path(args.executed) if args.executed else None))
+    except KeyboardInterrupt:
+        out("中断しました。")
+        return 130
     after = [f for f in run_findings(outcome) if f not in before]
     show_findings(out, after)
     out()
@@ -84,8 +88,9 @@ def main(argv: list[str], *, public: dict[str, Any], events: list[dict[str, Any]
 
 async def check(path: Path, *, public: dict[str, Any], events: list[dict[str, Any]], use_gpu: bool = False,
                 executed: Path | None = None):
-    """Run the engine on this computer; everything temporary is removed afterwards."""
-    from grader.launch import LocalLauncher  # noqa: F401  (imported here: nbclient etc. only now)
+    """Run the engine on this computer; everything temporary is removed afterwards.
+
+    The grader modules (nbclient, nbformat, numpy) are imported only now, after the diagnosis."""
     from grader.pipeline import Submission
     from grader.selfcheck import engine
 

@@ -1,0 +1,60 @@
+"""What the sandbox costs per notebook: grade the same notebooks unsandboxed and sandboxed.
+
+    .venv/bin/python benchmarks/sandbox_overhead.py [--notebooks 4] [--budget quick] [--rounds 2]
+
+Runs one job at a time (so the two sides see the same machine), alternating sides each round,
+and prints seconds per notebook for each side and their ratio. Not a test: numbers are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from grader.commands import grade
+from grader.launch import LocalLauncher
+from grader.paths import CACHE_ROOT, DATA_HOME, PROJECT_ROOT
+
+
+def run(side: str, submissions: Path, budget: str) -> float:
+    out = Path(tempfile.mkdtemp(prefix=f"bench-{side}-"))
+    started = time.perf_counter()
+    summary = grade.main(assignment="kadai8", submissions=submissions, out=out, budget=budget, jobs=1,
+                         project_root=PROJECT_ROOT, keras_home=DATA_HOME, cache_root=CACHE_ROOT,
+                         launcher=LocalLauncher() if side == "none" else None)
+    seconds = time.perf_counter() - started
+    assert all(r.status == "graded" for r in summary.results), [(r.student, r.status) for r in summary.results]
+    shutil.rmtree(out)
+    return seconds / len(summary.results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--notebooks", type=int, default=4)
+    parser.add_argument("--budget", default="quick")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    submissions = Path(tempfile.mkdtemp(prefix="bench-submissions-"))
+    for i in range(args.notebooks):
+        shutil.copy(PROJECT_ROOT / "submissions" / "s2601001.ipynb", submissions / f"student{i:02d}.ipynb")
+    run("sandbox", submissions, args.budget)  # warm-up: reference run cached, page cache filled
+    times: dict[str, list[float]] = {"none": [], "sandbox": []}
+    for round_number in range(args.rounds):
+        for side in (("none", "sandbox") if round_number % 2 == 0 else ("sandbox", "none")):
+            times[side].append(run(side, submissions, args.budget))
+    none, boxed = statistics.median(times["none"]), statistics.median(times["sandbox"])
+    print(f"budget {args.budget}, {args.notebooks} notebooks × {args.rounds} rounds, one job at a time")
+    print(f"unsandboxed : {none:6.2f} s per notebook  {times['none']}")
+    print(f"sandboxed   : {boxed:6.2f} s per notebook  {times['sandbox']}")
+    print(f"overhead    : {boxed - none:+6.2f} s per notebook, ratio {boxed / none:.3f}")
+    shutil.rmtree(submissions)
+
+
+if __name__ == "__main__":
+    main()
