@@ -9,9 +9,9 @@ BIN    := $(VENV)/bin
 JOBS   ?= 2
 BUDGET ?= standard
 
-.PHONY: setup venv system-packages data test grade selfcheck clean lock
+.PHONY: setup venv system-packages data selfcheck-venv test grade selfcheck clean lock
 
-setup: system-packages venv data
+setup: system-packages venv data selfcheck-venv
 
 venv: $(BIN)/.installed
 
@@ -39,6 +39,10 @@ system-packages:
 
 data: venv
 	$(BIN)/grader data
+
+# A venv with only Colab's packages, where the tests run the students' selfcheck.py.
+selfcheck-venv: venv
+	$(BIN)/python tests/selfcheck_venv.py
 
 test: venv
 	$(BIN)/python -m pytest

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from grader import __version__
 from grader.errors import GraderError
-from grader.paths import CACHE_ROOT, DATA_HOME, PROJECT_ROOT
+from grader.paths import CACHE_ROOT, CALIBRATION_ROOT, DATA_HOME, PROJECT_ROOT
 
 console = Console(stderr=True)
 
@@ -56,32 +56,111 @@ def data(keras_home: Path, no_keras_download: bool) -> None:
 @main.command()
 @click.option("--assignment", required=True, help="Assignment id, e.g. kadai8.")
 @click.option("--submissions", type=click.Path(path_type=Path), required=True, help="Folder of notebooks.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Output folder (holds the gradebook: a rerun resumes and skips unchanged students).")
 @click.option("--budget", type=click.Choice(["quick", "standard", "full"]), default=None,
-              help="Training budget (default: the spec's).")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Kernels at once.")
+              help="Training budget (default: the spec's; full when TensorFlow sees a GPU).")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Kernels at once (default: min(cores, available memory ÷ the spec's memory limit)).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="TensorFlow threads per kernel (default: cores ÷ jobs).")
+@click.option("--force", is_flag=True, help="Execute every notebook again, even unchanged ones.")
+@click.option("--student", "students", multiple=True, metavar="ID",
+              help="Regrade only this student (repeatable); the others keep their results.")
 @click.option("--lang", type=click.Choice(["ja", "en"]), default="ja", show_default=True)
 @click.option("--keras-home", type=click.Path(path_type=Path), default=DATA_HOME, show_default=True)
 @click.option("--cache", type=click.Path(path_type=Path), default=CACHE_ROOT, show_default=True,
               help="Where reference runs are cached.")
+@click.option("--calibration", type=click.Path(path_type=Path), default=CALIBRATION_ROOT, show_default=True,
+              help="Where `grader calibrate` stored accuracy calibrations.")
+@click.option("--project", type=click.Path(path_type=Path, file_okay=False), default=PROJECT_ROOT,
+              help="Folder holding assignments/ and reference/ (default: this checkout).")
 @click.option("--no-sandbox", is_flag=True, help="Run kernels without isolation (only for notebooks you trust).")
-def grade(assignment: str, submissions: Path, out: Path, budget: str | None, jobs: int, lang: str,
-          keras_home: Path, cache: Path, no_sandbox: bool) -> None:
-    """Grade every notebook in SUBMISSIONS into OUT."""
+def grade(assignment: str, submissions: Path, out: Path, budget: str | None, jobs: int | None, threads: int | None,
+          force: bool, students: tuple[str, ...], lang: str, keras_home: Path, cache: Path, calibration: Path,
+          project: Path, no_sandbox: bool) -> None:
+    """Grade every notebook in SUBMISSIONS into OUT (resumable, incremental, parallel)."""
     from grader.commands import grade as command
+    from grader.progress import make_progress
+
+    summary = command.main(assignment=assignment, submissions=submissions, out=out, budget=budget, jobs=jobs,
+                           lang=lang, project_root=project, keras_home=keras_home, cache_root=cache,
+                           no_sandbox=no_sandbox, threads=threads, force=force, students=students,
+                           calibration_root=calibration, progress=make_progress())
+    stdout = Console()
+    reference = ("—" if summary.reference_accuracy is None else f"{summary.reference_accuracy:.3f}")
+    threshold = (f"threshold {summary.threshold.value:.3f} from {summary.threshold.source}"
+                 if summary.threshold else "no accuracy threshold")
+    stdout.print(f"{len(summary.results)} notebooks ({len(summary.executed)} executed, {len(summary.reused)} "
+                 f"unchanged) in {summary.seconds:.1f} s; budget {summary.budget}, {summary.jobs} jobs × "
+                 f"{summary.threads} threads, sandbox {summary.sandbox or '— (nothing executed)'}", highlight=False)
+    stdout.print(f"reference accuracy {reference}, {threshold} → {summary.out_dir / 'index.html'}", highlight=False)
+
+
+@main.command()
+@click.option("--assignment", required=True, help="Assignment id, e.g. kadai8.")
+@click.option("--budget", type=click.Choice(["quick", "standard", "full"]), required=True)
+@click.option("--runs", type=click.IntRange(min=2), default=3, show_default=True,
+              help="Reference runs, with seeds seed, seed+1, …")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Runs at once (default: what fits).")
+@click.option("--keras-home", type=click.Path(path_type=Path), default=DATA_HOME, show_default=True)
+@click.option("--calibration", type=click.Path(path_type=Path), default=CALIBRATION_ROOT, show_default=True)
+@click.option("--project", type=click.Path(path_type=Path, file_okay=False), default=PROJECT_ROOT,
+              help="Folder holding assignments/ and reference/ (default: this checkout).")
+@click.option("--no-sandbox", is_flag=True, help="Run the reference without isolation.")
+def calibrate(assignment: str, budget: str, runs: int, jobs: int | None, keras_home: Path, calibration: Path,
+              project: Path, no_sandbox: bool) -> None:
+    """Run the reference RUNS times with different seeds; store accuracy mean and spread for `grade`."""
+    from grader.commands import calibrate as command
 
     stdout = Console()
 
-    def show(result) -> None:
-        colour = "green" if result.status == "graded" else "yellow"
-        stdout.print(f"{result.student:<16} [{colour}]{result.status:<12}[/] {result.score:>3} / {result.max_score}"
-                     f"  {result.message[:80]}", highlight=False)
+    def show(run: dict) -> None:
+        accuracy = "—" if run["accuracy"] is None else f"{run['accuracy']:.4f}"
+        stdout.print(f"seed {run['seed']:<6} accuracy {accuracy}  {run['seconds']:.1f} s  {run.get('problem', '')}",
+                     highlight=False)
 
-    summary = command.main(assignment=assignment, submissions=submissions, out=out, budget=budget, jobs=jobs,
-                           lang=lang, project_root=PROJECT_ROOT, keras_home=keras_home, cache_root=cache,
-                           no_sandbox=no_sandbox, on_result=show)
-    stdout.print(f"{len(summary.results)} notebooks graded (budget {summary.budget}, sandbox {summary.sandbox}, "
-                 f"reference accuracy {summary.reference_accuracy:.3f}) → {summary.out_dir / 'index.html'}")
+    summary = command.main(assignment=assignment, budget=budget, runs=runs, jobs=jobs, project_root=project,
+                           keras_home=keras_home, calibration_root=calibration, no_sandbox=no_sandbox, on_run=show)
+    info = summary.info
+    stdout.print(f"{info['n']} runs: mean {info['mean']:.4f} ± {info['std']:.4f} (min {info['min']:.4f}, max "
+                 f"{info['max']:.4f}) in {summary.seconds:.1f} s → {summary.path}", highlight=False)
+    if summary.threshold is not None:
+        stdout.print(f"threshold for budget {budget}: {summary.threshold:.4f} ({summary.threshold_source})",
+                     highlight=False)
+    else:
+        stdout.print(summary.threshold_source, highlight=False)
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="The graded class.")
+@click.option("--assignment", default="kadai8", show_default=True)
+@click.option("--comment", default="", help="Shown to the student with the score.")
+@click.option("--by", "scorer", default=None, help="Who scored (default: your user name).")
+@click.option("--delete", is_flag=True, help="Remove the TA score (the automatic result applies again).")
+@click.option("--project", type=click.Path(path_type=Path, file_okay=False), default=PROJECT_ROOT)
+@click.argument("student", required=False)
+@click.argument("check", required=False)
+@click.argument("points", type=int, required=False)
+def manual(out: Path, assignment: str, comment: str, scorer: str | None, delete: bool, project: Path,
+           student: str | None, check: str | None, points: int | None) -> None:
+    """Record a TA's POINTS for CHECK of STUDENT (kept across regrades); without arguments, list them."""
+    from grader.commands import manual as command
+    from grader.errors import ConfigError
+
+    if student is not None and check is None:
+        raise ConfigError("give STUDENT CHECK POINTS (or STUDENT CHECK --delete)")
+    outcome = command.main(out=out, project_root=project, assignment=assignment, student=student, check=check,
+                           points=points, comment=comment, scorer=scorer, delete=delete)
+    stdout = Console()
+    if student is None:
+        for name, checks in outcome.scores.items():
+            for score in checks.values():
+                stdout.print(f"{name:<16} {score.check_id:<24} {score.points:>3}  {score.scorer:<10} "
+                             f"{score.updated_at}  {score.comment}", highlight=False)
+    else:
+        stdout.print(f"{student}: {outcome.student_score} / {outcome.max_score} → {out / student / 'report.html'}",
+                     highlight=False)
 
 
 @main.command()

@@ -121,6 +121,7 @@ def base_environment(job: KernelJob) -> dict[str, str]:
         "OPENBLAS_NUM_THREADS": threads,
         "MALLOC_ARENA_MAX": "2",
     }
+    env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"  # several kernels share one GPU (no-op without one)
     if "CUDA_VISIBLE_DEVICES" in os.environ:  # keep the instructor's GPU choice
         env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
     return env

@@ -7,3 +7,4 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_HOME = PROJECT_ROOT / ".data" / "keras"  # a KERAS_HOME: datasets/fashion-mnist/*.gz
 CACHE_ROOT = PROJECT_ROOT / ".cache" / "reference"
+CALIBRATION_ROOT = PROJECT_ROOT / ".cache" / "calibration"  # grader calibrate → <assignment>/<budget>-<key>.json

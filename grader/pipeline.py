@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import tempfile
 import traceback
@@ -22,10 +21,9 @@ from typing import Any, Awaitable, Callable
 import nbformat
 import numpy as np
 
-from grader import __version__
-from grader.checks import CheckContext
+from grader.checks import AccuracyThreshold, CheckContext
 from grader.checks.notebook import answer_after_heading
-from grader.checks.training import accuracy_threshold
+from grader.checks.training import threshold_for
 from grader.data import FINGERPRINT_FILE
 from grader.evaluate import ModelEvaluation, evaluate_training_model
 from grader.evidence import Evidence
@@ -71,6 +69,8 @@ class Session:
     lang: str = "ja"
     threads: int = 1
     versions: dict[str, str] = field(default_factory=dict)
+    seed: int | None = None  # overrides the spec's seed (calibration runs the reference with several)
+    threshold: AccuracyThreshold | None = None  # test-accuracy threshold in force (None: single-reference rule)
 
 
 @dataclass
@@ -115,7 +115,8 @@ async def prepare_job(run: StudentRun, session: Session) -> None:
     run.job = KernelJob(work_dir=work, data_dir=session.data_dir, threads=session.threads,
                         memory_mb=session.spec.limits.memory_mb)
     session.launcher.setup_job(run.job)
-    write_harness_config(run.job, budget_caps=session.budget.caps(), seed=session.spec.seed,
+    seed = session.spec.seed if session.seed is None else session.seed
+    write_harness_config(run.job, budget_caps=session.budget.caps(), seed=seed,
                          max_evidence_mb=session.spec.limits.max_evidence_mb)
 
 
@@ -159,7 +160,7 @@ async def judge_checks(run: StudentRun, session: Session) -> None:
         return CheckContext(
             student=run.evidence, reference=reference.evidence, params=check.params, budget=session.budget.name,
             student_eval=run.evaluation, reference_eval=reference.evaluation,
-            test_hashes=session.test_hashes, notebook=run.notebook,
+            test_hashes=session.test_hashes, notebook=run.notebook, threshold=session.threshold,
         )
 
     run.checks = judge_all(session.spec, context, session.lang)
@@ -191,11 +192,17 @@ def execution_status(execution: ExecutionResult | None, lang: str) -> tuple[str,
 
 
 # ---------------------------------------------------------------- running the steps
-async def grade_submission(submission: Submission, session: Session) -> StudentResult:
+async def grade_submission(submission: Submission, session: Session, steps: tuple[Step, ...] = STEPS) -> StudentResult:
     run = StudentRun(submission=submission, out_dir=session.out_dir / submission.student)
+    await run_steps(run, session, steps)
+    return build_result(run, session)
+
+
+async def run_steps(run: StudentRun, session: Session, steps: tuple[Step, ...]) -> None:
+    """Run the steps in order; a stop or a crash becomes the run's status; the job is always released."""
     run.out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        for step in STEPS:
+        for step in steps:
             await step(run, session)
     except StopGrading as stop:
         run.status, run.message = stop.status, stop.message
@@ -206,7 +213,6 @@ async def grade_submission(submission: Submission, session: Session) -> StudentR
     finally:
         if run.job is not None:
             release_job(run, session)
-    return build_result(run, session)
 
 
 def release_job(run: StudentRun, session: Session) -> None:
@@ -285,16 +291,28 @@ def training_budget(run: StudentRun) -> list[dict[str, Any]]:
 
 
 def reference_summary(session: Session) -> dict[str, Any]:
-    """The reference's trusted accuracy, per-class accuracy and the accuracy threshold in force."""
+    """The reference's trusted accuracy, per-class accuracy, and the accuracy threshold in force with
+    where it came from (a calibration of several reference runs, or the single reference run)."""
     if not session.reference:
         return {}
     accuracy = session.reference.evaluation.accuracy
     summary = {"accuracy": accuracy, "key": session.reference.key,
                "per_class": session.reference.evaluation.per_class}
-    rule = next((c for c in session.spec.checks if c.kind == "trusted_test_accuracy"), None)
-    if rule is not None and accuracy is not None:
-        summary["threshold"] = accuracy_threshold(accuracy, rule.params, session.budget.name)
+    threshold = session.threshold
+    if threshold is None:
+        rule = next((c for c in session.spec.checks if c.kind == "trusted_test_accuracy"), None)
+        if rule is not None:
+            threshold = threshold_for(rule.params, session.budget.name, reference_accuracy=accuracy,
+                                      lang=session.lang)
+    if threshold is not None:
+        summary.update(threshold_summary(threshold))
     return summary
+
+
+def threshold_summary(threshold: AccuracyThreshold) -> dict[str, Any]:
+    """The `result.reference` fields that say which threshold applied and why."""
+    return {"threshold": threshold.value, "threshold_rule": threshold.rule, "threshold_source": threshold.source,
+            "calibration": threshold.calibration}
 
 
 def data_version(session: Session) -> dict[str, str]:

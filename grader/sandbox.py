@@ -17,6 +17,7 @@ Every layer goes through the same `Launcher` seam as the unsandboxed `LocalLaunc
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
 import shutil
 import subprocess
@@ -44,6 +45,7 @@ class SandboxLimits:
     file_mb: int = 1024  # RLIMIT_FSIZE, per file
     disk_mb: int = 2048  # size of the job's tmpfs (root only)
     cpu_s: int = 3600  # RLIMIT_CPU
+    gpu: bool = False  # pass the NVIDIA devices in; CUDA reserves huge address space, so RLIMIT_AS is lifted
 
 
 @dataclass
@@ -138,6 +140,9 @@ class BwrapLauncher:
                  "--perms", "1777", "--size", scratch, "--tmpfs", "/dev/shm"]
         for hidden in self._hidden():
             bwrap += ["--tmpfs", str(hidden)]
+        if self.limits.gpu:
+            for device in sorted(glob.glob("/dev/nvidia*")):
+                bwrap += ["--dev-bind", device, device]
         for readable in self._readable(job):
             bwrap += [*_traversable_parents(readable), "--ro-bind", str(readable), str(readable)]
         bwrap += [*_traversable_parents(job.work_dir), "--bind", str(job.work_dir), str(job.work_dir)]
@@ -154,7 +159,8 @@ class BwrapLauncher:
             inner = ["setpriv", f"--reuid={job.uid}", f"--regid={job.uid}", "--clear-groups",
                      "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--", *inner]
         limits = self.limits
-        prlimit = ["prlimit", f"--as={limits.memory_mb * 2**20}", f"--nproc={limits.processes}",
+        address_space = "unlimited" if limits.gpu else str(limits.memory_mb * 2**20)
+        prlimit = ["prlimit", f"--as={address_space}", f"--nproc={limits.processes}",
                    f"--nofile={limits.open_files}", f"--fsize={limits.file_mb * 2**20}",
                    f"--cpu={limits.cpu_s}", "--core=0", "--"]
         full = [*prlimit, *bwrap, "--", *inner]

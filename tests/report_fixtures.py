@@ -109,6 +109,7 @@ def error_output(ename: str, evalue: str):
         "\x1b[0;31m---------------------------------------------------------------------------\x1b[0m",
         f"\x1b[0;31m{ename}\x1b[0m                                Traceback (most recent call last)",
         "Cell \x1b[0;32mIn[5], line 2\x1b[0m\n      1 batch_size = 64\n----> 2 model.fit(...)",
+        "File \x1b[0;32m/opt/grader/kernel/grader_kernel.py:329\x1b[0m, in \x1b[0;36mHarness.trace_model\x1b[0m\n--> 329 result = original_fit()",
         f"\x1b[0;31m{ename}\x1b[0m: {evalue}"])
 
 

@@ -109,6 +109,7 @@ def test_error_report_marks_the_failing_cell_and_links_to_it(graded):
     assert [a["id"] for a in failing] == ["cell-4", "cell-5"]
     assert 'href="#cell-4"' in html
     assert "\x1b" not in html and "[0;31m" not in html  # ANSI colours stripped from the traceback
+    assert "Traceback (most recent call last)" in html and "grader_kernel" not in html  # harness frames hidden
 
 
 def test_timeout_report_shows_where_it_stopped_and_hides_stale_outputs(graded):

@@ -5,19 +5,16 @@ tiny data set's reference run (the one `graded_batch` used), and run as a studen
 with only Colab's packages (tests/selfcheck-venv.txt; no grader), `python selfcheck.py NOTEBOOK`,
 KERAS_HOME pointing at the tiny data. `grader check` is checked the same way.
 
-The venv is built once per machine under .cache/selfcheck-venv/<key> (≈ 1 minute from the package
-index), keyed by the requirements file and the Python version.
+The venv is built by `make setup` (tests/selfcheck_venv.py) under .cache/selfcheck-venv/<key>,
+keyed by the requirements file and the Python version; nothing is downloaded during the tests.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import platform
 import shutil
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,35 +28,22 @@ from grader.reference import cache_key
 from grader.selfcheck.engine import public_events
 from grader.spec import load_spec
 
+import selfcheck_venv
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "notebooks"
-REQUIREMENTS = ROOT / "tests" / "selfcheck-venv.txt"
-VENV_ROOT = ROOT / ".cache" / "selfcheck-venv"
 COMPARED = ("id", "status", "points", "max_points", "message", "expected", "actual", "title", "hint")
 CP932_FIXTURE = "batch32"  # run on a cp932 console (Japanese Windows)
 
 
 @pytest.fixture(scope="session")
 def colab_python() -> Path:
-    """Python of a venv holding only the Colab packages; built once per machine, then reused."""
-    key = hashlib.sha256(REQUIREMENTS.read_bytes() + sys.version.encode() + platform.machine().encode())
-    venv = VENV_ROOT / key.hexdigest()[:16]
-    python = venv / "bin" / "python"
-    if not (venv / ".complete").is_file():
-        building = VENV_ROOT / f"{venv.name}.building-{os.getpid()}"
-        shutil.rmtree(building, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(building)], check=True)
-        done = subprocess.run([str(building / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                               "-r", str(REQUIREMENTS)], capture_output=True, text=True, timeout=1200)
-        assert done.returncode == 0, f"could not build the Colab-like venv:\n{done.stdout}\n{done.stderr}"
-        # The first TensorFlow import compiles its bytecode (≈ 20 s): do it now, not inside a timed run.
-        subprocess.run([str(building / "bin" / "python"), "-c", "import tensorflow, sklearn, matplotlib"],
-                       capture_output=True, check=True, timeout=600)
-        (building / ".complete").write_text(REQUIREMENTS.read_text(encoding="utf-8"), encoding="utf-8")
-        shutil.rmtree(venv, ignore_errors=True)
-        building.rename(venv)  # a venv's own python works from its new place
+    """Python of the venv holding only the Colab packages, built by `make setup`."""
+    if not selfcheck_venv.ready():
+        pytest.fail("the Colab-like venv is missing: run `make setup` (it builds .cache/selfcheck-venv/)")
+    python = selfcheck_venv.venv_dir() / "bin" / "python"
     no_grader = subprocess.run([str(python), "-c", "import grader"], capture_output=True, cwd="/")
     assert no_grader.returncode != 0, "the Colab-like venv must not have the grader"
     return python

@@ -19,6 +19,16 @@ PASS, FAIL, MANUAL, NOT_RUN, ERROR = "pass", "fail", "manual", "not_run", "error
 
 
 @dataclass(frozen=True)
+class AccuracyThreshold:
+    """The test-accuracy threshold in force and where it came from (decided once per batch)."""
+
+    value: float
+    rule: str  # "calibrated" | "single_reference"
+    source: str  # one line for people: "calibration: 3 runs, mean 0.612 ± 0.021" / "single reference run 0.653"
+    calibration: dict[str, Any] | None = None  # runs, mean, std, seeds, file (calibrated only)
+
+
+@dataclass(frozen=True)
 class CheckContext:
     student: Evidence
     reference: Evidence
@@ -28,6 +38,7 @@ class CheckContext:
     reference_eval: ModelEvaluation | None = None
     test_hashes: np.ndarray | None = None
     notebook: Any = None  # the submitted notebook (nbformat node), read as data
+    threshold: AccuracyThreshold | None = None  # for trusted_test_accuracy; None: the single-reference rule
 
 
 @dataclass(frozen=True)

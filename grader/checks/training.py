@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
-from grader.checks import MANUAL, CheckContext, Observation, kind, missing, verdict
+from grader.checks import MANUAL, AccuracyThreshold, CheckContext, Observation, kind, missing, verdict
 
 
 @kind("model_params")
@@ -96,18 +97,70 @@ def accuracy_threshold(reference_accuracy: float, params: dict, budget: str) -> 
     return round(max(float(params.get("floor", 0.0)), reference_accuracy - margin), 4)
 
 
+def _margin(params: dict, budget: str) -> float:
+    margins = params.get("margin", {})
+    return float(margins.get(budget, 0.05)) if isinstance(margins, dict) else float(margins)
+
+
+def threshold_for(params: dict, budget: str, *, reference_accuracy: float | None,
+                  calibration: dict[str, Any] | None = None, lang: str = "ja") -> AccuracyThreshold | None:
+    """The threshold in force, by the rule the spec writes in `params.threshold`.
+
+    rule = "calibrated" and a calibration with at least `min_runs` runs (`grader calibrate`):
+        max(floor, mean − sigmas × max(std, min_std))
+    otherwise (no calibration, too few runs, or no rule): the single-reference rule,
+        max(floor, reference_accuracy − margin[budget])
+    """
+    ja = lang != "en"
+    rule = params.get("threshold") or {}
+    floor = float(params.get("floor", 0.0))
+    why_not = ""
+    if isinstance(rule, dict) and rule.get("rule") == "calibrated":
+        runs = [r for r in (calibration or {}).get("runs", []) if r.get("accuracy") is not None]
+        min_runs = int(rule.get("min_runs", 3))
+        if calibration and len(runs) >= min_runs:
+            mean, std = float(calibration["mean"]), float(calibration["std"])
+            sigmas, min_std = float(rule.get("sigmas", 3)), float(rule.get("min_std", 0.0))
+            spread = max(std, min_std)
+            value = round(max(floor, mean - sigmas * spread), 4)
+            how = f"{mean:.3f} − {sigmas:g}×{spread:.3f}" + (f", floor {floor:g}" if value == floor else "")
+            source = (f"較正 {len(runs)} 回の平均 {mean:.3f} ± {std:.3f}（{how}）" if ja else
+                      f"calibration: {len(runs)} runs, mean {mean:.3f} ± {std:.3f} ({how})")
+            summary = {"runs": len(runs), "mean": round(mean, 4), "std": round(std, 4),
+                       "seeds": [r.get("seed") for r in runs], "sigmas": sigmas, "min_std": min_std,
+                       "file": calibration.get("file"), "key": calibration.get("key")}
+            return AccuracyThreshold(value, "calibrated", source, summary)
+        if calibration:
+            why_not = (f"（較正は {len(runs)} 回で {min_runs} 回未満のため不使用）" if ja else
+                       f" (calibration has {len(runs)} runs, fewer than {min_runs}: not used)")
+        else:
+            why_not = "（較正なし）" if ja else " (no calibration)"
+    if reference_accuracy is None:
+        return None
+    value = accuracy_threshold(reference_accuracy, params, budget)
+    margin = _margin(params, budget)
+    source = (f"参照解 1 回の正解率 {reference_accuracy:.3f} − 余裕 {margin:g}{why_not}" if ja else
+              f"single reference run {reference_accuracy:.3f} − margin {margin:g}{why_not}")
+    return AccuracyThreshold(value, "single_reference", source)
+
+
 @kind("trusted_test_accuracy")
 def trusted_test_accuracy(ctx: CheckContext) -> Observation:
     ref = ctx.reference_eval
-    if ref is None or ref.accuracy is None:
-        return Observation("error", None, None, "reference_accuracy_missing")
-    threshold = accuracy_threshold(ref.accuracy, ctx.params, ctx.budget)
-    expected = f"≥ {threshold:.3f} (reference {ref.accuracy:.3f})"
+    threshold = ctx.threshold
+    if threshold is None or threshold.rule != "calibrated":
+        if ref is None or ref.accuracy is None:
+            return Observation("error", None, None, "reference_accuracy_missing")
+        value = accuracy_threshold(ref.accuracy, ctx.params, ctx.budget)
+        expected = f"≥ {value:.3f} (reference {ref.accuracy:.3f})"
+    else:
+        value, calibration = threshold.value, threshold.calibration or {}
+        expected = (f"≥ {value:.3f} (calibration {calibration.get('runs')} runs "
+                    f"{calibration.get('mean', 0):.3f} ± {calibration.get('std', 0):.3f})")
     ev = ctx.student_eval
     if ev is None or ev.accuracy is None:
         problem = (ev.problem if ev else None) or ""
         if problem in ("", "no_fit", "no_model"):  # internal codes, not words for the student
             return missing("no_model", expected, detail="")
         return missing("predict_failed", expected, detail=problem.removeprefix("predict_failed: "))
-    return verdict(ev.accuracy >= threshold, round(ev.accuracy, 4), expected, "accuracy_low",
-                   threshold=threshold)
+    return verdict(ev.accuracy >= value, round(ev.accuracy, 4), expected, "accuracy_low", threshold=value)

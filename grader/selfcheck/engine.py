@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -34,8 +33,8 @@ from grader.errors import ConfigError
 from grader.evaluate import ModelEvaluation
 from grader.evidence import Evidence
 from grader.launch import Launcher
-from grader.pipeline import ReferenceRun, Session, StopGrading, StudentRun, Submission
-from grader.results import GRADED, GRADER_ERROR, StudentResult
+from grader.pipeline import ReferenceRun, Session, StudentRun, Submission
+from grader.results import GRADED, StudentResult
 from grader.spec import AssignmentSpec, parse_spec
 
 SELF_CHECK_BUDGET = "quick"
@@ -168,19 +167,7 @@ async def run_self_check(submission: Submission, session: Session, *,
     """Like pipeline.grade_submission, with self_check_steps; keeps the run for diagnosis."""
     started = time.monotonic()
     run = StudentRun(submission=submission, out_dir=session.out_dir / submission.student)
-    run.out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        for step in self_check_steps(load_test_hashes):
-            await step(run, session)
-    except StopGrading as stop:
-        run.status, run.message = stop.status, stop.message
-    except Exception as exc:  # noqa: BLE001 - reported like the grader does, with the traceback kept
-        run.status = GRADER_ERROR
-        run.message = f"採点システム内部のエラー: {type(exc).__name__}: {exc}"[:500]
-        (run.out_dir / "grader_error.txt").write_text(traceback.format_exc(), encoding="utf-8")
-    finally:
-        if run.job is not None:
-            pipeline.release_job(run, session)
+    await pipeline.run_steps(run, session, self_check_steps(load_test_hashes))
     return Outcome(pipeline.build_result(run, session), run, time.monotonic() - started, dict(hidden or {}))
 
 
