@@ -1,9 +1,11 @@
-"""What the sandbox costs per notebook: grade the same notebooks unsandboxed and sandboxed.
+"""What the sandbox costs: per process launch, and per graded notebook.
 
     .venv/bin/python benchmarks/sandbox_overhead.py [--notebooks 4] [--budget quick] [--rounds 2]
 
-Runs one job at a time (so the two sides see the same machine), alternating sides each round,
-and prints seconds per notebook for each side and their ratio. Not a test: numbers are noisy.
+First the fixed cost of one sandboxed process (job setup, bwrap, seccomp, setpriv, teardown with
+kill-and-wait and unmount) against a plain one; then the same notebooks graded unsandboxed and
+sandboxed, one job at a time, alternating sides each round; seconds per notebook and the ratio.
+Not a test: the notebook figures are noisy on a shared machine.
 """
 
 from __future__ import annotations
@@ -12,13 +14,36 @@ import argparse
 import logging
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from grader.commands import grade
-from grader.launch import LocalLauncher
+from grader.launch import KernelJob, LocalLauncher
 from grader.paths import CACHE_ROOT, DATA_HOME, PROJECT_ROOT
+
+
+def launch_cost(rounds: int = 8) -> tuple[float, float]:
+    """Median seconds to set up a job, run `python -c "import numpy"` in it and tear it down."""
+    from grader.sandbox import SandboxLimits, SandboxPolicy, choose_launcher
+
+    def median_seconds(launcher) -> float:
+        times = []
+        for _ in range(rounds):
+            job = KernelJob(work_dir=Path(tempfile.mkdtemp()), data_dir=DATA_HOME / "datasets" / "fashion-mnist")
+            started = time.perf_counter()
+            launcher.setup_job(job)
+            subprocess.run(launcher.command([sys.executable, "-c", "import numpy"], job),
+                           env=launcher.environment(job), check=True)
+            launcher.teardown_job(job)
+            times.append(time.perf_counter() - started)
+            shutil.rmtree(job.work_dir, ignore_errors=True)
+        return statistics.median(times)
+
+    boxed = choose_launcher(policy=SandboxPolicy(hidden=[PROJECT_ROOT, PROJECT_ROOT.parent]), limits=SandboxLimits())
+    return median_seconds(LocalLauncher()), median_seconds(boxed)
 
 
 def run(side: str, submissions: Path, budget: str) -> float:
@@ -40,6 +65,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    plain, boxed = launch_cost()
+    print(f"one process, job setup to teardown: plain {plain:.3f} s, sandboxed {boxed:.3f} s (+{boxed - plain:.3f} s)")
     submissions = Path(tempfile.mkdtemp(prefix="bench-submissions-"))
     for i in range(args.notebooks):
         shutil.copy(PROJECT_ROOT / "submissions" / "s2601001.ipynb", submissions / f"student{i:02d}.ipynb")
