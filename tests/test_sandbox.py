@@ -111,3 +111,23 @@ open(os.path.join({str(job.cwd)!r}, "written.txt"), "w").write("ok")
     assert lines["net"] == "101"  # ENETUNREACH: a network namespace with no interfaces
     assert lines["unshare"] == "-1 1"  # EPERM from the seccomp filter
     assert written == "ok"  # its own work folder is writable
+
+
+def test_without_any_layer_grading_is_refused_unless_asked(monkeypatch):
+    import grader.sandbox as sandbox
+    from grader.errors import ExecutionSetupError
+
+    monkeypatch.setattr(sandbox, "probe_layers", lambda: [sandbox.LayerReport("bubblewrap", False, "missing")])
+    with pytest.raises(ExecutionSetupError, match="--no-sandbox"):
+        sandbox.choose_launcher(policy=SandboxPolicy(), limits=SandboxLimits())
+    chosen = sandbox.choose_launcher(policy=SandboxPolicy(), limits=SandboxLimits(), no_sandbox=True)
+    assert isinstance(chosen, LocalLauncher)
+
+
+def test_doctor_says_which_layer_grading_uses():
+    done = subprocess.run([sys.executable, "-m", "grader", "doctor"], capture_output=True, text=True, timeout=120)
+    assert "seccomp filter" in done.stdout
+    if any(r.works for r in probe_layers()):
+        assert done.returncode == 0 and "grading will use:" in done.stdout
+    else:
+        assert done.returncode == 1 and "no sandbox available" in done.stdout
