@@ -59,5 +59,6 @@ lock: venv
 	{ echo '# Exact versions `make setup` installs (pip freeze of a working venv, Python 3.11, x86_64).'; \
 	  echo '# Regenerate with: make lock'; $(BIN)/python -m pip freeze --exclude-editable; } > requirements.lock
 
+# Outputs and caches of runs; keeps .venv, .data and the Colab-like test venv (make setup's work).
 clean:
-	rm -rf build .cache .pytest_cache
+	rm -rf build .cache/reference .cache/calibration .pytest_cache

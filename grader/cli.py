@@ -87,14 +87,13 @@ def grade(assignment: str, submissions: Path, out: Path, budget: str | None, job
                            lang=lang, project_root=project, keras_home=keras_home, cache_root=cache,
                            no_sandbox=no_sandbox, threads=threads, force=force, students=students,
                            calibration_root=calibration, progress=make_progress())
-    stdout = Console()
     reference = ("—" if summary.reference_accuracy is None else f"{summary.reference_accuracy:.3f}")
     threshold = (f"threshold {summary.threshold.value:.3f} from {summary.threshold.source}"
                  if summary.threshold else "no accuracy threshold")
-    stdout.print(f"{len(summary.results)} notebooks ({len(summary.executed)} executed, {len(summary.reused)} "
-                 f"unchanged) in {summary.seconds:.1f} s; budget {summary.budget}, {summary.jobs} jobs × "
-                 f"{summary.threads} threads, sandbox {summary.sandbox or '— (nothing executed)'}", highlight=False)
-    stdout.print(f"reference accuracy {reference}, {threshold} → {summary.out_dir / 'index.html'}", highlight=False)
+    click.echo(f"{len(summary.results)} notebooks ({len(summary.executed)} executed, {len(summary.reused)} "
+               f"unchanged) in {summary.seconds:.1f} s; budget {summary.budget}, {summary.jobs} jobs × "
+               f"{summary.threads} threads, sandbox {summary.sandbox or '— (nothing executed)'}")
+    click.echo(f"reference accuracy {reference}, {threshold} → {summary.out_dir / 'index.html'}")
 
 
 @main.command()
@@ -113,23 +112,19 @@ def calibrate(assignment: str, budget: str, runs: int, jobs: int | None, keras_h
     """Run the reference RUNS times with different seeds; store accuracy mean and spread for `grade`."""
     from grader.commands import calibrate as command
 
-    stdout = Console()
-
     def show(run: dict) -> None:
         accuracy = "—" if run["accuracy"] is None else f"{run['accuracy']:.4f}"
-        stdout.print(f"seed {run['seed']:<6} accuracy {accuracy}  {run['seconds']:.1f} s  {run.get('problem', '')}",
-                     highlight=False)
+        click.echo(f"seed {run['seed']:<6} accuracy {accuracy}  {run['seconds']:.1f} s  {run.get('problem', '')}")
 
     summary = command.main(assignment=assignment, budget=budget, runs=runs, jobs=jobs, project_root=project,
                            keras_home=keras_home, calibration_root=calibration, no_sandbox=no_sandbox, on_run=show)
     info = summary.info
-    stdout.print(f"{info['n']} runs: mean {info['mean']:.4f} ± {info['std']:.4f} (min {info['min']:.4f}, max "
-                 f"{info['max']:.4f}) in {summary.seconds:.1f} s → {summary.path}", highlight=False)
+    click.echo(f"{info['n']} runs: mean {info['mean']:.4f} ± {info['std']:.4f} (min {info['min']:.4f}, max "
+               f"{info['max']:.4f}) in {summary.seconds:.1f} s → {summary.path}")
     if summary.threshold is not None:
-        stdout.print(f"threshold for budget {budget}: {summary.threshold:.4f} ({summary.threshold_source})",
-                     highlight=False)
+        click.echo(f"threshold for budget {budget}: {summary.threshold:.4f} ({summary.threshold_source})")
     else:
-        stdout.print(summary.threshold_source, highlight=False)
+        click.echo(summary.threshold_source)
 
 
 @main.command()
@@ -152,15 +147,68 @@ def manual(out: Path, assignment: str, comment: str, scorer: str | None, delete:
         raise ConfigError("give STUDENT CHECK POINTS (or STUDENT CHECK --delete)")
     outcome = command.main(out=out, project_root=project, assignment=assignment, student=student, check=check,
                            points=points, comment=comment, scorer=scorer, delete=delete)
-    stdout = Console()
     if student is None:
         for name, checks in outcome.scores.items():
             for score in checks.values():
-                stdout.print(f"{name:<16} {score.check_id:<24} {score.points:>3}  {score.scorer:<10} "
-                             f"{score.updated_at}  {score.comment}", highlight=False)
+                click.echo(f"{name:<16} {score.check_id:<24} {score.points:>3}  {score.scorer:<10} "
+                           f"{score.updated_at}  {score.comment}")
     else:
-        stdout.print(f"{student}: {outcome.student_score} / {outcome.max_score} → {out / student / 'report.html'}",
-                     highlight=False)
+        click.echo(f"{student}: {outcome.student_score} / {outcome.max_score} → {out / student / 'report.html'}")
+
+
+@main.command()
+@click.option("--from", "source", type=click.Path(path_type=Path), required=True,
+              help="The LMS bulk download: a folder or a .zip (Moodle, Canvas or <id>.ipynb layout).")
+@click.option("--submissions", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Where to write <id>.ipynb and submissions.json.")
+@click.option("--roster", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="CSV with student_id and any of name, moodle_id, canvas_id (maps LMS names/ids to ids).")
+@click.option("--deadline", default=None, help="ISO date/time, e.g. 2026-07-10T23:59:00+09:00 (records lateness).")
+def pull(source: Path, submissions: Path, roster: Path | None, deadline: str | None) -> None:
+    """Unpack an LMS download into SUBMISSIONS: latest notebook per student, times and lateness."""
+    from grader.commands import pull as command
+
+    summary = command.main(source=source, submissions=submissions, roster=roster, deadline=deadline)
+    for p in summary.students:
+        late = "" if p.late is None else (f"  late {p.late_by_s or 0:,} s" if p.late else "  on time")
+        click.echo(f"{p.student:<16} {p.submitted_at}  {p.layout:<7}{late}  ← {p.source}")
+    late_count = sum(1 for p in summary.students if p.late)
+    click.echo(f"{len(summary.students)} students ({late_count} late) → {summary.submissions}; manifest {summary.manifest}")
+    for line in summary.unmatched:
+        click.echo(f"not matched: {line}", err=True)
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="The graded class.")
+@click.option("--assignment", default="kadai8", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8808, show_default=True, help="0: any free port.")
+@click.option("--reviewer", default=None, help="Your name as stored with scores and overrides (editable in the page).")
+@click.option("--project", type=click.Path(path_type=Path, file_okay=False), default=PROJECT_ROOT)
+def review(out: Path, assignment: str, port: int, reviewer: str | None, project: Path) -> None:
+    """Browser review on 127.0.0.1: manual points, comments and overrides (token-protected)."""
+    from grader.commands import review as command
+
+    command.main(out=out, project_root=project, assignment=assignment, port=port, reviewer=reviewer,
+                 on_ready=lambda url: click.echo(f"レビュー画面 / review app: {url}\n(Ctrl-C で終了)"))
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="The graded class.")
+@click.option("--submissions", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option("--assignment", default="kadai8", show_default=True)
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Flag pairs at or above this similarity (default: the module's, see README).")
+@click.option("--project", type=click.Path(path_type=Path, file_okay=False), default=PROJECT_ROOT)
+def similarity(out: Path, submissions: Path, assignment: str, threshold: float | None, project: Path) -> None:
+    """Pairwise code similarity (template removed, names normalized); flagged pairs on the class page."""
+    from grader.commands import similarity as command
+
+    report = command.main(out=out, submissions=submissions, project_root=project, assignment=assignment,
+                          threshold=threshold)
+    for pair in report.flagged:
+        click.echo(f"{pair.a} ↔ {pair.b}  {pair.similarity:.2f}  → {out / pair.html}")
+    click.echo(f"{len(report.pairs)} pairs, {len(report.flagged)} at or above {report.threshold:.2f} → "
+               f"{out / 'similarity.json'}")
 
 
 @main.command()

@@ -66,7 +66,7 @@ CREATE TABLE IF NOT EXISTS executions (
     fingerprint TEXT NOT NULL,
     started_at  TEXT NOT NULL,
     finished_at TEXT,
-    status      TEXT,                        -- the student's status; NULL while running or when killed
+    status      TEXT,                        -- the student's status, NULL while running or when killed
     seconds     REAL
 );
 CREATE INDEX IF NOT EXISTS executions_student ON executions (assignment, student);

@@ -90,8 +90,8 @@ class PlainProgress:
         c = self.counter
         c.add(reused=reused, seconds=seconds)
         width = len(str(c.total))
-        eta = "" if reused or c.ran == c.to_run else f"  ETA {format_seconds(c.eta_seconds())}"
-        print(f"[{c.done:>{width}}/{c.total}] {student_line(result, reused=reused, seconds=seconds)}{eta}",
+        eta = "" if reused or c.ran == c.to_run else f" ETA {format_seconds(c.eta_seconds())}"
+        print(f"[{c.done:>{width}}/{c.total}{eta}] {student_line(result, reused=reused, seconds=seconds)}",
               file=self.stream, flush=True)
 
     def close(self) -> None:

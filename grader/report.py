@@ -312,12 +312,16 @@ def write_class_outputs(results: Iterable[StudentResult], out_dir: Path, *, lang
                         budget_summary: str) -> None:
     results = sorted(results, key=lambda r: r.student)
     out_dir.mkdir(parents=True, exist_ok=True)
+    similarity = out_dir / "similarity.json"  # written by `grader similarity` (grader.similarity)
+    similar = json.loads(similarity.read_text(encoding="utf-8")) if similarity.is_file() else None
     (out_dir / "index.html").write_text(render_class_page(results, lang=lang, title=title,
-                                                          budget_summary=budget_summary), encoding="utf-8")
+                                                          budget_summary=budget_summary, similarity=similar),
+                                        encoding="utf-8")
     write_grades_csv(results, out_dir / "grades.csv")
 
 
-def render_class_page(results: list[StudentResult], *, lang: str, title: str, budget_summary: str) -> str:
+def render_class_page(results: list[StudentResult], *, lang: str, title: str, budget_summary: str,
+                      similarity: dict[str, Any] | None = None) -> str:
     ja = lang != "en"
     fig_lang = figures.label_lang(lang)
     checks = results[0].checks if results else []
@@ -341,6 +345,7 @@ def render_class_page(results: list[StudentResult], *, lang: str, title: str, bu
         accuracy_figure=figures.accuracy_distribution(accuracies, threshold, ref_accuracy, fig_lang),
         graded_at=max((r.graded_at for r in results), default=""),
         versions=results[0].versions if results else {},
+        similarity=similarity,
     )
 
 

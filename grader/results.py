@@ -26,6 +26,7 @@ class CheckResult:
     hint: str = ""
     visible: bool = True
     public_message: str = ""  # what a student may read: for hidden checks, no expected values
+    override: dict[str, Any] | None = None  # a TA's override: points, automatic_points, reason, reviewer, at
 
 
 @dataclass
