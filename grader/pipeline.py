@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 import tempfile
+import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -86,6 +87,7 @@ class StudentRun:
     status: str = GRADED
     message: str = ""
     skipped_evidence: list[str] = field(default_factory=list)
+    step_seconds: dict[str, float] = field(default_factory=dict)  # where the time went, per step
 
 
 class StopGrading(Exception):
@@ -203,7 +205,11 @@ async def run_steps(run: StudentRun, session: Session, steps: tuple[Step, ...]) 
     run.out_dir.mkdir(parents=True, exist_ok=True)
     try:
         for step in steps:
-            await step(run, session)
+            started = time.monotonic()
+            try:
+                await step(run, session)
+            finally:
+                run.step_seconds[step.__name__] = round(time.monotonic() - started, 2)
     except StopGrading as stop:
         run.status, run.message = stop.status, stop.message
     except Exception as exc:  # noqa: BLE001 - a grader bug on one student is data, not a lost batch
@@ -212,7 +218,9 @@ async def run_steps(run: StudentRun, session: Session, steps: tuple[Step, ...]) 
         (run.out_dir / "grader_error.txt").write_text(traceback.format_exc(), encoding="utf-8")
     finally:
         if run.job is not None:
+            started = time.monotonic()
             release_job(run, session)
+            run.step_seconds["release_job"] = round(time.monotonic() - started, 2)
 
 
 def release_job(run: StudentRun, session: Session) -> None:
@@ -245,7 +253,7 @@ def build_result(run: StudentRun, session: Session) -> StudentResult:
         max_score=spec.max_score,
         checks=checks,
         execution={**(run.execution.to_dict() if run.execution else {}), "budget": session.budget.name,
-                   "sandbox": session.launcher.name},
+                   "sandbox": session.launcher.name, "steps": dict(run.step_seconds)},
         budget={**session.budget.caps(), "summary": session.budget.summary(lang),
                 "cell_timeout_s": session.budget.cell_timeout_s,
                 "notebook_timeout_s": session.budget.notebook_timeout_s,

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest

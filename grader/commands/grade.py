@@ -192,6 +192,25 @@ def apply_manual_scores(result: StudentResult, scores: dict[str, ManualScore] | 
     return result
 
 
+def review_overrides(out: Path, assignment: str) -> dict:
+    """The TA's overrides from `grader review` (grader.review_store), so a regrade keeps them."""
+    try:
+        from grader.review_store import ReviewStore
+    except ImportError:
+        return {}
+    with ReviewStore(out) as store:
+        return store.overrides(assignment)
+
+
+def final_result(automatic: StudentResult, manual: dict[str, ManualScore] | None, overrides: dict | None) -> StudentResult:
+    """What result.json and the reports show: automatic → TA manual scores → TA overrides."""
+    if overrides:
+        from grader.review_store import final_result as with_overrides
+
+        return with_overrides(automatic, manual, overrides)
+    return apply_manual_scores(automatic, manual)
+
+
 def report_code_digest() -> str:
     """What reports are drawn with; a change re-renders every report (nothing is re-executed)."""
     base = Path(__file__).resolve().parent.parent
@@ -272,6 +291,7 @@ async def grade_all(
                 book.record_submission(spec.id, submission.student, submission.path, sha256_bytes(data))
             plan = plan_batch(found, fingerprints, book.results(spec.id), force=force, only=only or None)
             manual = book.manual_scores(spec.id)
+            overrides = review_overrides(out, spec.id)
             to_run = [p for p in plan if p.run]
             progress.start(total=len(plan), to_run=len(to_run), jobs=min(jobs, max(1, len(to_run))))
             for planned in to_run:
@@ -280,7 +300,7 @@ async def grade_all(
             def publish(automatic: StudentResult, *, reused: bool, seconds: float | None, row: ResultRow | None = None,
                         execution_id: int | None = None, key: str = "") -> StudentResult:
                 """Manual scores on top, result.json + report.html when they changed, the gradebook row."""
-                final = apply_manual_scores(automatic, manual.get(automatic.student))
+                final = final_result(automatic, manual.get(automatic.student), overrides.get(automatic.student))
                 folder = out / automatic.student
                 rkey = report_key(final, code_digest)
                 if not reused or row is None or row.report_key != rkey or not (folder / "report.html").is_file() \
@@ -307,8 +327,9 @@ async def grade_all(
             for planned in plan:
                 if not planned.run:
                     stored = planned.previous.result
-                    amended = rejudge_accuracy(stored, spec, threshold((stored.reference or {}).get("accuracy")))
-                    publish(amended, reused=True, seconds=None, row=planned.previous)
+                    if stored.execution.get("budget") == chosen.name:  # (--student may keep other budgets' rows)
+                        stored = rejudge_accuracy(stored, spec, threshold((stored.reference or {}).get("accuracy")))
+                    publish(stored, reused=True, seconds=None, row=planned.previous)
 
             if to_run:
                 data = load_dataset(keras_home)
@@ -391,7 +412,7 @@ def main(
     submissions: Path,
     out: Path,
     budget: str | None = None,
-    jobs: int | None = 1,
+    jobs: int | None = None,
     lang: str = "ja",
     project_root: Path,
     keras_home: Path,

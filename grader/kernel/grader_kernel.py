@@ -190,7 +190,9 @@ class Harness:
 
         if seed is not None:
             keras.utils.set_random_seed(int(seed))
+            self.seed_again_at_first_cell(int(seed))
         self.install_import_shim()
+        self.fit_without_prefetch()
         self.trace_image_data_generator()
         self.trace_model()
         self.trace_train_test_split()
@@ -231,6 +233,58 @@ class Harness:
             raise AttributeError(f"module {kpi.__name__!r} has no attribute {name!r}")
 
         kpi.__getattr__ = __getattr__  # type: ignore[attr-defined]
+
+    def seed_again_at_first_cell(self, seed: int) -> None:
+        """Seed once more just before the first cell runs.
+
+        Importing TensorFlow leaves threads that draw from Python's global `random` while the
+        kernel starts, a varying number of times: seeded at start-up alone, two kernels running the
+        same notebook began their first cell with different `random` states (different layer seeds,
+        batch order), and accuracy depended on machine load. The first cell starts from here.
+        """
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return
+        shell = get_ipython()
+        if shell is None:
+            return
+
+        def before_first_cell(*_: Any) -> None:
+            shell.events.unregister("pre_run_cell", before_first_cell)
+            import keras
+
+            keras.utils.set_random_seed(seed)
+
+        shell.events.register("pre_run_cell", before_first_cell)
+
+    def fit_without_prefetch(self) -> None:
+        """Batches from a generator are made when the training loop asks for them, not ahead.
+
+        Keras feeds `fit(datagen.flow(...))` through tf.data with `prefetch(AUTOTUNE)`: a background
+        thread augments batches ahead (global `np.random`) while the main thread, at each epoch's
+        end, draws the generator's next index permutation from the same `np.random`. With
+        steps_per_epoch below len(generator) (every capped budget) the interleaving, and so the
+        batches of epoch 2 on, depends on thread timing: 2 epochs of 10 steps under load gave 3
+        different models in 8 runs with the prefetch, 1 in 4 without. (Beyond a few epochs some
+        run-to-run variation remains; not traced yet.) On one CPU thread per kernel the overlap
+        the prefetch buys is small; the GPU budget loses it.
+        """
+        try:
+            from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+        except ImportError:
+            return
+        original = PyDatasetAdapter.get_tf_dataset
+
+        def get_tf_dataset(adapter: Any) -> Any:
+            dataset = original(adapter)
+            inner = getattr(dataset, "_input_dataset", None)
+            if getattr(adapter, "enqueuer", None) is None and inner is not None and \
+                    type(dataset).__name__ == "_PrefetchDataset":
+                return inner  # the same dataset without its final prefetch
+            return dataset
+
+        PyDatasetAdapter.get_tf_dataset = get_tf_dataset
 
     def trace_image_data_generator(self) -> None:
         from keras.src.legacy.preprocessing.image import ImageDataGenerator, NumpyArrayIterator
