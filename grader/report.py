@@ -94,6 +94,7 @@ def _environment() -> Environment:
     env.filters["pct"] = lambda v: "—" if v is None else f"{v:.0%}"
     env.filters["acc"] = lambda v: "—" if v is None else f"{v:.3f}"
     env.filters["when"] = _when
+    env.globals["late_text"] = late_text
     return env
 
 
@@ -107,6 +108,22 @@ def _when(iso: str) -> str:
 
 def _t(ja: bool, ja_text: str, en_text: str) -> str:
     return ja_text if ja else en_text
+
+
+def late_text(result: StudentResult, ja: bool) -> str:
+    """"期限後（2 時間 5 分）" for a late submission, "" otherwise (lateness comes from `grader pull`)."""
+    if not result.late:
+        return ""
+    seconds = (result.submission or {}).get("late_by_s")
+    if not isinstance(seconds, int):  # Canvas marked it late; no deadline was given to pull
+        return _t(ja, "期限後（LMS の記録）", "late (as the LMS recorded)")
+    days, rest = divmod(max(seconds, 60), 86400)
+    hours, minutes = rest // 3600, rest % 3600 // 60
+    if ja:
+        parts = [f"{days} 日" if days else "", f"{hours} 時間" if hours else "", f"{minutes} 分" if minutes and not days else ""]
+        return "期限後（" + " ".join(p for p in parts if p) + "）"
+    parts = [f"{days} d" if days else "", f"{hours} h" if hours else "", f"{minutes} min" if minutes and not days else ""]
+    return "late by " + " ".join(p for p in parts if p)
 
 
 # ---------------------------------------------------------------- per student
@@ -346,6 +363,7 @@ def render_class_page(results: list[StudentResult], *, lang: str, title: str, bu
         graded_at=max((r.graded_at for r in results), default=""),
         versions=results[0].versions if results else {},
         similarity=similarity,
+        handed_in=any(r.submission for r in results),
     )
 
 
@@ -360,7 +378,7 @@ def below_threshold(result: StudentResult, threshold: float | None) -> bool:
 
 
 def needs_attention(result: StudentResult) -> bool:
-    return result.status in ATTENTION or result.pending_manual > 0
+    return result.status in ATTENTION or result.pending_manual > 0 or result.late
 
 
 def attention_list(results: list[StudentResult], ja: bool) -> list[dict[str, Any]]:
@@ -376,6 +394,9 @@ def attention_list(results: list[StudentResult], ja: bool) -> list[dict[str, Any
             reasons.append(r.message or STATUS_LABELS["ja" if ja else "en"][r.status])
         if failed and r.status not in ("invalid", "grader_error"):
             reasons.append(_t(ja, f"未達成 {len(failed)} 件：", f"{len(failed)} not met: ") + _t(ja, "、", ", ").join(failed))
+        if r.late:
+            reasons.append(late_text(r, ja) + _t(ja, f" — 提出 {_when(r.submission.get('submitted_at'))}",
+                                                  f" — handed in {_when(r.submission.get('submitted_at'))}"))
         entries.append({"r": r, "reasons": reasons, "manual": manual, "urgent": r.status in ATTENTION,
                         "order": (SEVERITY.get(r.status, 5), -len(failed), r.student)})
     return sorted(entries, key=lambda e: e["order"])
@@ -405,11 +426,20 @@ def write_grades_csv(results: list[StudentResult], path: Path) -> None:
     check_ids = [c.id for c in results[0].checks] if results else []
     with open(path, "w", encoding="utf-8-sig", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\r\n")
-        writer.writerow(["student", "status", "score", "max_score", *check_ids, "message", "test_accuracy"])
+        writer.writerow(["student", "status", "score", "max_score", *check_ids, "message", "test_accuracy",
+                         "submitted_at", "late", "late_by_minutes"])
         for r in results:
             by_id = {c.id: c for c in r.checks}
             cells = [("" if i not in by_id else "manual" if by_id[i].status == "manual" else by_id[i].points)
                      for i in check_ids]
             accuracy = accuracy_of(r)
             writer.writerow([_csv_safe(r.student), r.status, r.score, r.max_score, *cells, _csv_safe(r.message),
-                             "" if accuracy is None else f"{accuracy:.4f}"])
+                             "" if accuracy is None else f"{accuracy:.4f}", *submission_cells(r)])
+
+
+def submission_cells(result: StudentResult) -> list[Any]:
+    """submitted_at, late (1/0), minutes late — empty where `grader pull` recorded nothing."""
+    handed_in = result.submission or {}
+    late, late_by = handed_in.get("late"), handed_in.get("late_by_s")
+    return [handed_in.get("submitted_at") or "", "" if late is None else int(bool(late)),
+            "" if not isinstance(late_by, int) else -(-late_by // 60)]

@@ -47,6 +47,11 @@ class StudentResult:
     graded_at: str = ""
     lang: str = "ja"
     answers: dict[str, str] = field(default_factory=dict)  # written answers (考察) by check id, for the TA
+    submission: dict[str, Any] | None = None  # from `grader pull`: submitted_at, late, late_by_s, original_name
+
+    @property
+    def late(self) -> bool:
+        return bool((self.submission or {}).get("late"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

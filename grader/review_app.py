@@ -20,7 +20,8 @@ from flask import Flask, abort, redirect, render_template, request, send_from_di
 from werkzeug.serving import make_server
 
 from grader.gradebook import Gradebook
-from grader.report import STATUS_LABELS, STATUS_MARKS
+from grader.manifest import read_manifest
+from grader.report import STATUS_LABELS, STATUS_MARKS, late_text
 from grader.review_store import ReviewStore, final_result, republish
 from grader.spec import load_spec
 
@@ -35,6 +36,7 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
     checks = {c.id: c for c in spec.checks}
     app = Flask(__name__, template_folder=str(Path(__file__).parent / "templates"))
     app.jinja_env.autoescape = True  # .j2 templates are not autoescaped by Flask's default rule
+    app.jinja_env.globals["late_text"] = late_text
 
     def authorised() -> bool:
         given = request.args.get("token") or request.cookies.get(COOKIE) or ""
@@ -64,7 +66,8 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
         with Gradebook.open(out) as book, ReviewStore(out) as store:
             manual, overrides = book.manual_scores(spec.id), store.overrides(spec.id)
             current = book.submissions(spec.id)
-            return {name: final_result(row.result, manual.get(name), overrides.get(name))
+            handed_in = read_manifest(out)
+            return {name: final_result(row.result, manual.get(name), overrides.get(name), handed_in.get(name))
                     for name, row in book.results(spec.id).items() if not current or name in current}
 
     @app.get("/")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.gradebook import GRADEBOOK_FILE, Gradebook, ManualScore, now
+from grader.manifest import read_manifest, with_submission
 from grader.results import StudentResult
 
 SCHEMA = """
@@ -144,11 +145,12 @@ def apply_overrides(result: StudentResult, overrides: dict[str, Override] | None
 
 
 def final_result(result: StudentResult, manual: dict[str, ManualScore] | None,
-                 overrides: dict[str, Override] | None) -> StudentResult:
-    """Automatic result → manual scores → overrides (see the module docstring)."""
+                 overrides: dict[str, Override] | None, submission: dict | None = None) -> StudentResult:
+    """Automatic result → manual scores → overrides (see the module docstring), with the submission's
+    time and lateness from `grader pull`'s manifest (grader.manifest) when there is one."""
     from grader.commands.grade import apply_manual_scores
 
-    return apply_overrides(apply_manual_scores(result, manual), overrides)
+    return with_submission(apply_overrides(apply_manual_scores(result, manual), overrides), submission)
 
 
 def republish(out: Path, project_root: Path, assignment: str, students: list[str] | None = None) -> dict[str, StudentResult]:
@@ -159,6 +161,7 @@ def republish(out: Path, project_root: Path, assignment: str, students: list[str
     from grader.spec import load_spec
 
     spec = load_spec(project_root, assignment)
+    handed_in = read_manifest(out)  # copied there by `grader grade`
     with Gradebook.open(out) as book, ReviewStore(out) as store:
         manual, overrides = book.manual_scores(spec.id), store.overrides(spec.id)
         rows = book.results(spec.id)
@@ -167,7 +170,7 @@ def republish(out: Path, project_root: Path, assignment: str, students: list[str
         for name, row in rows.items():
             if current and name not in current:
                 continue
-            final = final_result(row.result, manual.get(name), overrides.get(name))
+            final = final_result(row.result, manual.get(name), overrides.get(name), handed_in.get(name))
             everyone[name] = final
             if students is None or name in students:
                 write_student_report(final, out / name)

@@ -308,3 +308,26 @@ def test_figures_reject_arrays_that_are_not_images():
     assert figures.learning_curves({"loss": "x"}, "en") is None
     grid = figures.batch_grid(np.full((16, 28, 28, 1), np.nan), None, None, "en")
     assert grid is not None and grid.startswith("data:image/png;base64,")
+
+
+def test_lateness_from_the_pull_manifest_in_csv_class_page_and_words(tmp_path):
+    late = StudentResult(student="s7", assignment="kadai8", status="graded", message="", score=5, max_score=10,
+                         submission={"submitted_at": "2026-07-12T02:00:00+09:00", "late": True,
+                                     "late_by_s": 26 * 3600 + 61, "original_name": "課題8.ipynb"})
+    on_time = StudentResult(student="s8", assignment="kadai8", status="graded", message="", score=10, max_score=10,
+                            submission={"submitted_at": "2026-07-10T20:00:00+09:00", "late": False, "late_by_s": 0})
+    by_lms = StudentResult(student="s9", assignment="kadai8", status="graded", message="", score=10, max_score=10,
+                           submission={"submitted_at": "2026-07-12T09:00:00+09:00", "late": True, "late_by_s": None})
+    unknown = StudentResult(student="s10", assignment="kadai8", status="graded", message="", score=10, max_score=10)
+    assert report.late_text(late, True) == "期限後（1 日 2 時間）" and report.late_text(late, False) == "late by 1 d 2 h"
+    assert report.late_text(by_lms, True) == "期限後（LMS の記録）" and report.late_text(on_time, True) == ""
+    report.write_grades_csv([late, on_time, by_lms, unknown], tmp_path / "g.csv")
+    with open(tmp_path / "g.csv", encoding="utf-8-sig", newline="") as handle:
+        rows = {r["student"]: r for r in csv.DictReader(handle)}
+    assert (rows["s7"]["late"], rows["s7"]["late_by_minutes"]) == ("1", str(26 * 60 + 2))
+    assert (rows["s8"]["late"], rows["s8"]["late_by_minutes"], rows["s9"]["late_by_minutes"]) == ("0", "0", "")
+    assert rows["s10"]["submitted_at"] == rows["s10"]["late"] == ""
+    page = report.render_class_page([late, on_time, by_lms, unknown], lang="ja", title="課題8", budget_summary="quick")
+    attention = page[page.index('id="attention"'):page.index('id="distribution"')]
+    assert "s7" in attention and "期限後（1 日 2 時間）" in attention and "s8" not in attention
+    assert "<th>提出</th>" in page and "2026-07-10 20:00" in page

@@ -36,6 +36,7 @@ from grader.gradebook import (
 from grader.kernel import grader_kernel
 from grader.kernel.grader_kernel import image_hashes
 from grader.launch import Launcher
+from grader.manifest import keep_manifest, with_submission
 from grader.machine import default_jobs, gpu_available, threads_per_job
 from grader.paths import PROJECT_ROOT
 from grader.pipeline import Session, Submission, grade_submission, public_messages, threshold_summary
@@ -202,13 +203,15 @@ def review_overrides(out: Path, assignment: str) -> dict:
         return store.overrides(assignment)
 
 
-def final_result(automatic: StudentResult, manual: dict[str, ManualScore] | None, overrides: dict | None) -> StudentResult:
-    """What result.json and the reports show: automatic → TA manual scores → TA overrides."""
+def final_result(automatic: StudentResult, manual: dict[str, ManualScore] | None, overrides: dict | None,
+                 submission: dict | None = None) -> StudentResult:
+    """What result.json and the reports show: automatic → TA manual scores → TA overrides, with the
+    submission time and lateness from the pull manifest."""
     if overrides:
         from grader.review_store import final_result as with_overrides
 
-        return with_overrides(automatic, manual, overrides)
-    return apply_manual_scores(automatic, manual)
+        return with_overrides(automatic, manual, overrides, submission)
+    return with_submission(apply_manual_scores(automatic, manual), submission)
 
 
 def report_code_digest() -> str:
@@ -292,6 +295,7 @@ async def grade_all(
             plan = plan_batch(found, fingerprints, book.results(spec.id), force=force, only=only or None)
             manual = book.manual_scores(spec.id)
             overrides = review_overrides(out, spec.id)
+            handed_in = keep_manifest(submissions, out)
             to_run = [p for p in plan if p.run]
             progress.start(total=len(plan), to_run=len(to_run), jobs=min(jobs, max(1, len(to_run))))
             for planned in to_run:
@@ -300,7 +304,8 @@ async def grade_all(
             def publish(automatic: StudentResult, *, reused: bool, seconds: float | None, row: ResultRow | None = None,
                         execution_id: int | None = None, key: str = "") -> StudentResult:
                 """Manual scores on top, result.json + report.html when they changed, the gradebook row."""
-                final = final_result(automatic, manual.get(automatic.student), overrides.get(automatic.student))
+                final = final_result(automatic, manual.get(automatic.student), overrides.get(automatic.student),
+                                     handed_in.get(automatic.student))
                 folder = out / automatic.student
                 rkey = report_key(final, code_digest)
                 if not reused or row is None or row.report_key != rkey or not (folder / "report.html").is_file() \

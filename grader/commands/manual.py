@@ -14,8 +14,7 @@ from pathlib import Path
 
 from grader.errors import ConfigError
 from grader.gradebook import GRADEBOOK_FILE, Gradebook, ManualScore
-from grader.report import write_class_outputs, write_student_report
-from grader.review_store import ReviewStore, final_result
+from grader.review_store import ReviewStore, republish
 from grader.spec import load_spec
 
 
@@ -29,8 +28,6 @@ class ManualOutcome:
 def main(*, out: Path, project_root: Path, assignment: str, student: str | None = None, check: str | None = None,
          points: int | None = None, comment: str = "", scorer: str | None = None,
          delete: bool = False) -> ManualOutcome:
-    from grader.commands.grade import report_code_digest, report_key
-
     if not (out / GRADEBOOK_FILE).is_file():
         raise ConfigError(f"no gradebook in {out}: grade the class first (grader grade --out {out})")
     spec = load_spec(project_root, assignment)
@@ -51,18 +48,8 @@ def main(*, out: Path, project_root: Path, assignment: str, student: str | None 
             book.set_manual_score(spec.id, student, check, points, comment=comment,
                                   scorer=scorer if scorer is not None else getpass.getuser())
         scores = book.manual_scores(spec.id)
-        with ReviewStore(out) as store:  # TA overrides (grader.review_store) apply on top of manual scores
+        with ReviewStore(out) as store:  # the review log keeps every change, whichever tool made it
             store.log_manual(spec.id, student, check, None if delete else points, comment,
                              scorer if scorer is not None else getpass.getuser())
-            overrides = store.overrides(spec.id)
-        final = final_result(stored.result, scores.get(student), overrides.get(student))
-        write_student_report(final, out / student)
-        book.update_result(stored.result, report_key=report_key(final, report_code_digest()))
-        everyone = [final_result(row.result, scores.get(name), overrides.get(name))
-                    for name, row in book.results(spec.id).items() if name in book.submissions(spec.id)]
-        runs = book.runs()
-        budget = spec.budget(runs[-1].budget) if runs else spec.budget(spec.default_budget)
-        lang = final.lang
-        write_class_outputs(everyone, out, lang=lang, title=spec.title.get(lang),
-                            budget_summary=f"{budget.name} ({budget.summary(lang)})")
-        return ManualOutcome(scores, final.score, final.max_score)
+    final = republish(out, project_root, assignment, students=[student])[student]
+    return ManualOutcome(scores, final.score, final.max_score)

@@ -33,8 +33,8 @@ from datetime import datetime, timezone, tzinfo
 from pathlib import Path, PurePosixPath
 
 from grader.errors import ConfigError, GraderError
+from grader.manifest import MANIFEST
 
-MANIFEST = "submissions.json"
 SAFE_ID = re.compile(r"^[0-9A-Za-z_\-][0-9A-Za-z_.\-]{0,63}$")
 MOODLE = re.compile(r"^(?P<name>.+)_(?P<lms_id>\d+)_assignsubmission_[a-z]+_?$")
 CANVAS = re.compile(r"^(?P<name>[^_/]+?)(?P<late>_LATE)?_(?P<lms_id>\d+)_(?P<attempt>\d+)_(?P<original>.+)$")
