@@ -81,6 +81,7 @@ def test_moodle_zip_to_reviewed_grades_in_one_folder(tmp_path, test_project, tin
     app = create_app(out=out, project_root=test_project, assignment="kadai8", token=TOKEN).test_client()
     listing = app.get(f"/?token={TOKEN}")
     assert listing.status_code == 200 and "期限後（1 時間）" in listing.get_data(as_text=True)
+    assert "期限後（1 時間）" in app.get(f"/student/{SATO}").get_data(as_text=True)
     saved = app.post(f"/student/{YAMADA}", data={
         "token": TOKEN, "reviewer": "鈴木TA", f"manual_points__{DISCUSSION}": "9",
         f"manual_comment__{DISCUSSION}": "靴の向きに触れていて良い"})
