@@ -22,9 +22,11 @@ from typing import Any, Awaitable, Callable
 import nbformat
 import numpy as np
 
-from grader.checks import AccuracyThreshold, CheckContext
+from grader.checks import AccuracyThreshold, CheckContext, DatasetHashes
+from grader.checks.data import load_dataset_hashes
 from grader.checks.notebook import answer_after_heading
 from grader.checks.training import threshold_for
+from grader.compat_notes import bridge_notes, import_notes
 from grader.data import FINGERPRINT_FILE
 from grader.evaluate import ModelEvaluation, evaluate_training_model
 from grader.evidence import Evidence
@@ -72,6 +74,7 @@ class Session:
     versions: dict[str, str] = field(default_factory=dict)
     seed: int | None = None  # overrides the spec's seed (calibration runs the reference with several)
     threshold: AccuracyThreshold | None = None  # test-accuracy threshold in force (None: single-reference rule)
+    dataset_hashes: DatasetHashes | None = None  # the grader's own images, hashed once when a check needs them
 
 
 @dataclass
@@ -157,12 +160,15 @@ async def evaluate_model(run: StudentRun, session: Session) -> None:
 
 async def judge_checks(run: StudentRun, session: Session) -> None:
     reference = session.reference
+    if session.dataset_hashes is None and any(c.kind == "data_source" for c in session.spec.checks):
+        session.dataset_hashes = load_dataset_hashes(session.data_dir)
 
     def context(check) -> CheckContext:
         return CheckContext(
             student=run.evidence, reference=reference.evidence, params=check.params, budget=session.budget.name,
             student_eval=run.evaluation, reference_eval=reference.evaluation,
             test_hashes=session.test_hashes, notebook=run.notebook, threshold=session.threshold,
+            dataset_hashes=session.dataset_hashes,
         )
 
     run.checks = judge_all(session.spec, context, session.lang)
@@ -350,6 +356,8 @@ def notes_for(run: StudentRun, lang: str) -> list[str]:
     for shim in evidence.compat_shims():
         notes.append(f"互換シムを使用: {shim}（Keras 3 では動かないスライドの書き方）" if ja
                      else f"Compatibility shim used: {shim} (slide code that Keras 3 rejects)")
+    notes.extend(bridge_notes(evidence, lang))  # Keras 2 APIs run as Keras 3: what to write instead
+    notes.extend(import_notes(run.execution.errors if run.execution else [], lang))
     for fit in evidence.of("fit_start"):
         req, eff = fit.get("requested", {}), fit.get("effective", {})
         if (req.get("epochs"), req.get("steps_per_epoch")) != (eff.get("epochs"), eff.get("steps_per_epoch")):

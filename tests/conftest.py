@@ -17,6 +17,7 @@ from grader.data import make_synthetic_dataset, write_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "notebooks"
+REALISTIC = ROOT / "tests" / "fixtures" / "realistic"  # written the way real students write (build_realistic.py)
 
 # Short time limits so the infinite-loop fixture costs seconds, not minutes; generous enough
 # for a 2-core CI machine running two kernels at once.
@@ -64,6 +65,22 @@ def graded_batch(tmp_path_factory, tiny_keras_home, test_project, reference_cach
         shutil.copy(notebook, submissions / notebook.name)
     out = tmp_path_factory.mktemp("out")
     logging.getLogger("grader").setLevel(logging.INFO)
+    summary = grade.main(
+        assignment="kadai8", submissions=submissions, out=out, budget="quick", jobs=2, lang="ja",
+        project_root=test_project, keras_home=tiny_keras_home, cache_root=reference_cache,
+    )
+    return {r.student: r for r in summary.results}, summary
+
+
+@pytest.fixture(scope="session")
+def realistic_batch(tmp_path_factory, tiny_keras_home, test_project, reference_cache):
+    """The real-style notebooks (tests/fixtures/realistic/) graded once, in one batch, like graded_batch."""
+    from grader.commands import grade
+
+    submissions = tmp_path_factory.mktemp("realistic-submissions")
+    for notebook in REALISTIC.glob("*.ipynb"):
+        shutil.copy(notebook, submissions / notebook.name)
+    out = tmp_path_factory.mktemp("realistic-out")
     summary = grade.main(
         assignment="kadai8", submissions=submissions, out=out, budget="quick", jobs=2, lang="ja",
         project_root=test_project, keras_home=tiny_keras_home, cache_root=reference_cache,

@@ -33,7 +33,7 @@ from grader.evaluate import ModelEvaluation
 from grader.gradebook import (
     Gradebook, ManualScore, ResultRow, batch_inputs, input_fingerprint, result_json, sha256_bytes,
 )
-from grader.kernel import grader_kernel
+from grader.kernel import harness_source
 from grader.kernel.grader_kernel import image_hashes
 from grader.launch import Launcher
 from grader.manifest import keep_manifest, with_submission
@@ -50,7 +50,7 @@ from grader.verdicts import judge, not_run_results, observe
 from grader.workroot import exclusive_output, work_root
 
 log = logging.getLogger("grader.grade")
-SAFE_ID = re.compile(r"[^0-9A-Za-z_.\-]")
+SAFE_ID = re.compile(r"[^\w.\-]")  # letters of any script: 課題8_山田.ipynb is its own student
 ACCURACY_KIND = "trusted_test_accuracy"
 # What a report.html is rendered from besides the result: when any of these change, reports are redrawn.
 REPORT_CODE = ("report.py", "figures.py", "render_notebook.py", "templates")
@@ -93,12 +93,23 @@ def find_submissions(folder: Path) -> list[Submission]:
         if path.name.startswith("."):
             continue
         if path.is_file() and path.suffix == ".ipynb":
-            found[safe_id(path.stem)] = path
+            found[unique_id(safe_id(path.stem), found)] = path
         elif path.is_dir():
             notebooks = sorted(p for p in path.glob("*.ipynb") if not p.name.startswith("."))
             if notebooks:  # several: the most recently saved is the submission
-                found[safe_id(path.name)] = max(notebooks, key=lambda p: (p.stat().st_mtime, p.name))
+                found[unique_id(safe_id(path.name), found)] = max(notebooks, key=lambda p: (p.stat().st_mtime, p.name))
     return [Submission(student, path) for student, path in sorted(found.items())]
+
+
+def unique_id(student: str, taken: dict[str, Path]) -> str:
+    """Two names that clean up to the same id (`a b` and `a_b`) stay two students: `a_b`, `a_b_2`."""
+    candidate, number = student, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{student}_{number}"
+    if candidate != student:
+        log.warning("two submissions are both named %s: the second is graded as %s", student, candidate)
+    return candidate
 
 
 def safe_id(raw: str) -> str:
@@ -269,7 +280,7 @@ async def grade_all(
     threads = threads or threads_per_job(jobs)
     versions = library_versions()
     shared = batch_inputs(spec_source=spec.source_bytes, reference=spec.reference.read_bytes() if
-                          spec.reference.is_file() else b"", kernel=Path(grader_kernel.__file__).read_bytes(),
+                          spec.reference.is_file() else b"", kernel=harness_source(),
                           versions=versions, data_fingerprint=data_fingerprint, budget=chosen.name, lang=lang)
     calibration = load_calibration(calibration_root, spec, chosen, data_fingerprint)
     accuracy_rule = next((c.params for c in spec.checks if c.kind == ACCURACY_KIND), None)
