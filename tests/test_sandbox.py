@@ -46,18 +46,19 @@ def make_launcher(tmp_path: Path, *, as_root: bool) -> tuple[BwrapLauncher, Kern
     return launcher, KernelJob(work_dir=tmp_path / "job", data_dir=data)
 
 
-def test_command_hides_parents_before_rebinding_what_the_kernel_needs(tmp_path):
+def test_command_starts_from_an_empty_root_and_binds_only_the_allowlist(tmp_path):
     launcher, job = make_launcher(tmp_path, as_root=True)
     job.work_dir.mkdir()
     job.uid = 61999
     command = launcher.command([sys.executable, "-c", "pass"], job)
-    tmpfs = [command[i + 1] for i, arg in enumerate(command) if arg == "--tmpfs"]
-    binds = [command[i + 1] for i, arg in enumerate(command) if arg == "--ro-bind"]
-    assert "/tmp" in tmpfs and str(tmp_path / "secret") not in tmpfs  # already under the private /tmp
-    assert str(ROOT) in tmpfs or str(ROOT.parent) in tmpfs
-    assert str(KERNEL_DIR) in binds and str(job.data_dir) in binds
-    last_tmpfs = max(i for i, arg in enumerate(command) if arg == "--tmpfs")
-    assert all(i > last_tmpfs for i, arg in enumerate(command) if arg == "--ro-bind" and command[i + 1] != "/")
+    pairs = [(arg, command[i + 1]) for i, arg in enumerate(command) if arg in ("--ro-bind", "--bind", "--tmpfs")]
+    binds = [path for kind, path in pairs if kind in ("--ro-bind", "--bind")]
+    assert ("--ro-bind", "/") not in pairs and "/" not in binds  # no host root underneath
+    assert ("--tmpfs", "/tmp") in pairs and ("--tmpfs", "/dev/shm") in pairs
+    assert str(KERNEL_DIR) in binds and str(job.data_dir) in binds and ("--bind", str(job.work_dir)) in pairs
+    assert not [p for p in binds if p in ("/root", "/home", "/work", "/opt", "/var", "/etc", str(ROOT), "/etc/shadow")
+                or p.startswith(("/etc/ssh", "/etc/shadow", "/etc/gshadow", str(tmp_path / "secret")))]
+    assert "/etc/machine-id" not in binds and "/etc/ld.so.cache" in binds
     assert ["--reuid=61999", "--regid=61999"] == [a for a in command if a.startswith(("--reuid", "--regid"))]
     assert "--unshare-net" in command and "--die-with-parent" in command and "--clearenv" in command
     assert any(a.startswith("--as=") for a in command) and any(a.startswith("--nproc=") for a in command)
@@ -107,7 +108,7 @@ open(os.path.join({str(job.cwd)!r}, "written.txt"), "w").write("ok")
     assert done.returncode == 0, done.stderr
     assert lines["uid"] == "61000" or int(lines["uid"]) >= 61000
     assert lines["secret"] == "FileNotFoundError" and lines["repo"] == "FileNotFoundError"
-    assert lines["shadow"] == "PermissionError"
+    assert lines["shadow"] == "FileNotFoundError"  # not even there: /etc is an allowlist
     assert lines["net"] == "101"  # ENETUNREACH: a network namespace with no interfaces
     assert lines["unshare"] == "-1 1"  # EPERM from the seccomp filter
     assert written == "ok"  # its own work folder is writable
