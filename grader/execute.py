@@ -43,6 +43,7 @@ class ExecutionResult:
     kernel_died: bool = False
     memory_kills: int = 0  # processes the job's memory cgroup killed (set by the pipeline)
     memory_limit_mb: int | None = None
+    memory_peak_mb: int | None = None  # the job's cgroup high-water mark (kernel, its children, its tmpfs)
     start_failure: str | None = None
     errors: list[CellError] = field(default_factory=list)
     notebook: Any = None
@@ -55,6 +56,7 @@ class ExecutionResult:
             "kernel_died": self.kernel_died,
             "memory_exceeded": self.memory_kills > 0,
             "memory_kills": self.memory_kills,
+            "memory_peak_mb": self.memory_peak_mb,
             "start_failure": self.start_failure,
             "truncated_cells": self.truncated_cells,
             "errors": [e.__dict__ for e in self.errors],

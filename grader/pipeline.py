@@ -131,6 +131,8 @@ async def execute(run: StudentRun, session: Session) -> None:
     )
     session.launcher.kill_processes(run.job)  # nothing the student started may touch what follows
     run.execution.memory_kills = memory_kills(session.launcher, run.job)
+    peak = getattr(session.launcher, "memory_peak_mb", None)
+    run.execution.memory_peak_mb = peak(run.job) if peak is not None else None
     if run.execution.memory_kills:
         run.execution.memory_limit_mb = session.spec.limits.memory_mb
     nbformat.write(executed, run.out_dir / "executed.ipynb")

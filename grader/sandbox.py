@@ -176,6 +176,11 @@ class BwrapLauncher:
         group = self._groups.get(job.work_dir)
         return group.oom_kills() if group is not None else 0
 
+    def memory_peak_mb(self, job: KernelJob) -> int | None:
+        """The job's memory high-water mark so far (None without cgroups)."""
+        group = self._groups.get(job.work_dir)
+        return group.peak_memory_mb() if group is not None else None
+
     def teardown_job(self, job: KernelJob) -> None:
         self.kill_processes(job)
         if self.as_root:
@@ -312,7 +317,7 @@ def write_etc(job: KernelJob) -> None:
     uid = job.uid if job.uid is not None else 65534
     (folder / "passwd").write_text(f"root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
                                    f"student:x:{uid}:{uid}:student:{job.home}:/bin/sh\n"
-                                   "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", encoding="ascii")
+                                   "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", encoding="utf-8")
     (folder / "group").write_text(f"root:x:0:\nstudent:x:{uid}:\nnogroup:x:65534:\n", encoding="ascii")
     (folder / "hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost\n", encoding="ascii")
 
@@ -341,6 +346,7 @@ class UnshareLauncher:
     """Last resort: a private network namespace (and PID namespace) via util-linux `unshare`."""
 
     needs_ipc = True
+    limits_in_force = {"memory": "none: network and PID namespaces only, no cgroup, no rlimits"}
 
     def __init__(self, *, as_root: bool) -> None:
         self.as_root = as_root
