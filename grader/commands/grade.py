@@ -45,7 +45,7 @@ from grader.report import write_class_outputs, write_student_report
 from grader.results import GRADER_ERROR, StudentResult
 from grader.sandbox import SandboxLimits, SandboxPolicy, choose_launcher
 from grader.spec import AssignmentSpec, Budget, load_spec
-from grader.student_ids import Refusal, group_sources
+from grader.student_ids import Refusal, group_sources, normalise
 from grader.verdicts import judge, not_run_results, observe
 from grader.workroot import exclusive_output, work_root
 
@@ -276,7 +276,7 @@ async def grade_all(
     chosen = spec.budget(budget or default_budget(spec))
     scan = scan_submissions(submissions)
     found = scan.submissions
-    only = sorted(set(students or ()))
+    only = sorted({normalise(s) for s in students or ()})  # a name typed on macOS may arrive decomposed
     unknown = sorted(set(only) - {s.student for s in found})
     if unknown:
         raise ConfigError(f"--student: no submission for {', '.join(unknown)} in {submissions}")
