@@ -133,6 +133,11 @@ async def execute(run: StudentRun, session: Session) -> None:
         max_output_bytes=session.spec.limits.max_output_mb * 1_000_000,
     )
     session.launcher.kill_processes(run.job)  # nothing the student started may touch what follows
+    run.execution.memory_kills = memory_kills(session.launcher, run.job)
+    peak = getattr(session.launcher, "memory_peak_mb", None)
+    run.execution.memory_peak_mb = peak(run.job) if peak is not None else None
+    if run.execution.memory_kills:
+        run.execution.memory_limit_mb = session.spec.limits.memory_mb
     nbformat.write(executed, run.out_dir / "executed.ipynb")
     if run.execution.start_failure:
         raise StopGrading(GRADER_ERROR, f"カーネルを起動できませんでした: {run.execution.start_failure[:300]}")
@@ -175,6 +180,12 @@ async def judge_checks(run: StudentRun, session: Session) -> None:
     run.status, run.message = execution_status(run.execution, session.lang)
 
 
+def memory_kills(launcher: Launcher, job: KernelJob) -> int:
+    """Processes of the job the memory cgroup killed (launchers without cgroups report none)."""
+    count = getattr(launcher, "memory_kills", None)
+    return count(job) if count is not None else 0
+
+
 Step = Callable[[StudentRun, Session], Awaitable[None]]
 STEPS: tuple[Step, ...] = (read_submission, prepare_job, execute, collect_evidence, evaluate_model, judge_checks)
 
@@ -188,6 +199,11 @@ def execution_status(execution: ExecutionResult | None, lang: str) -> tuple[str,
         scope = ("セル" if execution.timeout_scope == "cell" else "ノートブック全体") if ja else execution.timeout_scope
         return TIMEOUT, (f"制限時間を超えました（{scope}）。それまでの結果で採点しました。" if ja
                          else f"Time limit exceeded ({scope}); graded on what ran before.")
+    if execution.kernel_died and execution.memory_kills:
+        return KERNEL_DIED, (f"メモリ上限超過: カーネルがメモリ上限（{execution.memory_limit_mb} MiB）を超えたため停止されました。"
+                             "それまでの結果で採点しました。" if ja else
+                             f"Memory limit exceeded: the kernel went over its {execution.memory_limit_mb} MiB "
+                             "and was stopped; graded on what ran before.")
     if execution.kernel_died:
         return KERNEL_DIED, ("カーネルが途中で終了しました。それまでの結果で採点しました。" if ja
                              else "The kernel died; graded on what ran before.")
@@ -259,7 +275,8 @@ def build_result(run: StudentRun, session: Session) -> StudentResult:
         max_score=spec.max_score,
         checks=checks,
         execution={**(run.execution.to_dict() if run.execution else {}), "budget": session.budget.name,
-                   "sandbox": session.launcher.name, "steps": dict(run.step_seconds)},
+                   "sandbox": session.launcher.name, "steps": dict(run.step_seconds),
+                   "limits": dict(getattr(session.launcher, "limits_in_force", {}))},
         budget={**session.budget.caps(), "summary": session.budget.summary(lang),
                 "cell_timeout_s": session.budget.cell_timeout_s,
                 "notebook_timeout_s": session.budget.notebook_timeout_s,
@@ -371,6 +388,11 @@ def notes_for(run: StudentRun, lang: str) -> list[str]:
                       else f"Evaluation the notebook reported (not used for scoring): {claim.get('claimed')}"))
     notes.extend(f"evidence: {p}" for p in evidence.problems)
     notes.extend(f"evidence skipped: {s}" for s in run.skipped_evidence)
+    if run.execution and run.execution.memory_kills and not run.execution.kernel_died:
+        notes.append(f"メモリ上限超過: メモリ上限（{run.execution.memory_limit_mb} MiB）を超えたプロセスが "
+                     f"{run.execution.memory_kills} 個停止されました" if ja else
+                     f"Memory limit exceeded: {run.execution.memory_kills} process(es) went over "
+                     f"{run.execution.memory_limit_mb} MiB and were stopped")
     if run.execution and run.execution.truncated_cells:
         cells = ", ".join(str(i + 1) for i in run.execution.truncated_cells)
         notes.append(f"出力が大きすぎるため省略しました（セル {cells}）" if ja
