@@ -39,6 +39,7 @@ class CheckContext:
     test_hashes: np.ndarray | None = None
     notebook: Any = None  # the submitted notebook (nbformat node), read as data
     threshold: AccuracyThreshold | None = None  # for trusted_test_accuracy; None: the single-reference rule
+    known: Any = None  # grader.known_data.GraderData: the grader's own images (exact and near-copy lookups)
 
 
 @dataclass(frozen=True)
