@@ -265,3 +265,16 @@ def test_a_ta_rejects_then_accepts_with_reasons_kept_in_the_review_log(review) -
         ("integrity_accepted", "本人に確認、講義の例の写し", "鈴木TA"),
         ("integrity_rejected", "クロージャ経由で記録を偽造", "佐藤TA")]
     assert "不正の疑い：承認" in client.get("/student/s001_pass").get_data(as_text=True)
+
+
+def test_model_architecture_counts_the_saved_models_parameters(tmp_path) -> None:
+    from grader.checks import KINDS, CheckContext
+
+    data = synthetic_data()
+    reference = pipeline(tmp_path / "reference", data).build()
+    student = pipeline(tmp_path / "student", data).build()  # the kernel claims the slides' 144,266
+    context = CheckContext(student=student, reference=reference, params={}, budget="quick",
+                           student_eval=ModelEvaluation(fit=1, model={"params_count": 7_850}),
+                           reference_eval=ModelEvaluation(fit=1, model={"params_count": 144_266}))
+    observed = KINDS["model_params"](context)
+    assert (observed.status, observed.actual, observed.expected) == ("manual", 7_850, 144_266)
