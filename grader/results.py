@@ -11,6 +11,8 @@ from typing import Any
 # Student-level statuses. Every status except invalid/grader_error still has graded checks.
 GRADED, ERROR, TIMEOUT, KERNEL_DIED, INVALID, GRADER_ERROR = (
     "graded", "error", "timeout", "kernel_died", "invalid", "grader_error")
+# Integrity findings (grader.integrity): the automatic points are held until a TA accepts or rejects.
+FLAGGED = "flagged"
 
 
 @dataclass
@@ -27,6 +29,7 @@ class CheckResult:
     visible: bool = True
     public_message: str = ""  # what a student may read: for hidden checks, no expected values
     override: dict[str, Any] | None = None  # a TA's override: points, automatic_points, reason, reviewer, at
+    held: dict[str, Any] | None = None  # points held while the submission is flagged: {points, status}
 
 
 @dataclass
@@ -48,6 +51,13 @@ class StudentResult:
     lang: str = "ja"
     answers: dict[str, str] = field(default_factory=dict)  # written answers (考察) by check id, for the TA
     submission: dict[str, Any] | None = None  # from `grader pull`: submitted_at, late, late_by_s, original_name
+    # grader.integrity: {ok, findings: [{id, source, message, detail}], checked, seconds, key}, and once
+    # published while flagged: held_points, status_before, review (a TA's decision, or None)
+    integrity: dict[str, Any] | None = None
+
+    @property
+    def flagged(self) -> bool:
+        return self.status == FLAGGED
 
     @property
     def late(self) -> bool:

@@ -5,7 +5,9 @@ Jupyter): from the query string the first time, then from an HttpOnly SameSite=S
 POSTs must also carry the token in the form, which another site cannot read, so they are
 CSRF-safe. Pages: the class list (status, score, TA work left), one student (checks, the 考察,
 manual points + comment, overrides with a reason, the review history) and the generated files
-under /files/. Every change is written to the gradebook
+(report.html, index.html, grades.csv) under /files/. A flagged submission (grader.integrity) shows its
+findings and a form to accept or reject it with a reason (POST /student/<id>/integrity).
+Every change is written to the gradebook
 (manual_scores; overrides and review_log via grader.review_store) and the student's report,
 index.html and grades.csv are regenerated at once.
 
@@ -89,15 +91,17 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
         """Everyone's final result (manual scores and overrides applied), from the gradebook."""
         with Gradebook.open(out) as book, ReviewStore(out) as store:
             manual, overrides = book.manual_scores(spec.id), store.overrides(spec.id)
+            decisions = store.integrity_decisions(spec.id)
             current = book.submissions(spec.id)
             handed_in = read_manifest(out)
-            return {name: final_result(row.result, manual.get(name), overrides.get(name), handed_in.get(name))
+            return {name: final_result(row.result, manual.get(name), overrides.get(name), handed_in.get(name),
+                                       decisions.get(name))
                     for name, row in book.results(spec.id).items() if not current or name in current}
 
     @app.get("/")
     def index():
-        results = load()
-        return render_template("review_index.html.j2", ja=True, results=results.values(), labels=STATUS_LABELS["ja"],
+        results = sorted(load().values(), key=lambda r: (not r.flagged, r.student))  # flagged first
+        return render_template("review_index.html.j2", ja=True, results=results, labels=STATUS_LABELS["ja"],
                                title=spec.title.get("ja"), token=token)
 
     @app.get("/student/<student>")
@@ -175,6 +179,34 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
         response = redirect(url_for("student", student=student, saved=1))
         if name:
             response.set_cookie(REVIEWER_COOKIE, name, httponly=True, samesite="Strict")
+        return response
+
+    @app.post("/student/<student>/integrity")
+    def decide_integrity(student: str):
+        """Accept (the automatic points count again) or reject (they stay held) a flagged submission."""
+        results = load()
+        if student not in results or not (results[student].integrity or {}).get("findings"):
+            abort(404)
+        form = request.form
+        name, reason, decision = (form.get("reviewer", "").strip(), form.get("integrity_reason", "").strip(),
+                                  form.get("integrity_decision", ""))
+        errors = [text for missing, text in ((decision not in ("accepted", "rejected"), "承認か却下を選んでください"),
+                                             (not reason, "判断の理由を入力してください"),
+                                             (not name, "採点者の名前を入力してください")) if missing]
+        if errors:
+            with Gradebook.open(out) as book, ReviewStore(out) as store:
+                manual = book.manual_scores(spec.id).get(student, {})
+                history = store.history(spec.id, student)
+            return render_template("review_student.html.j2", ja=True, r=results[student], auto=_automatic(student),
+                                   manual=manual, history=history, labels=STATUS_LABELS["ja"], marks=STATUS_MARKS,
+                                   token=token, reviewer=name, errors=errors, saved=None,
+                                   title=spec.title.get("ja")), 400
+        with ReviewStore(out) as store:
+            store.set_integrity_decision(spec.id, student, key=results[student].integrity["key"], decision=decision,
+                                         reason=reason, reviewer=name)
+        republish(out, project_root, assignment, [student])
+        response = redirect(url_for("student", student=student, saved=1))
+        response.set_cookie(REVIEWER_COOKIE, name, httponly=True, samesite="Strict")
         return response
 
     @app.get("/files/<path:name>")

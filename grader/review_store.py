@@ -5,9 +5,14 @@ the 考察). This module adds, in the same file:
 
     overrides   (assignment, student, check) → points, reason, reviewer, time: the TA replaces a
                 check's automatic points (any check); a reason and a name are required
-    review_log  append-only history of every manual score and override set or removed
+    review_log  append-only history of every manual score and override set or removed, and of every
+                integrity decision
+    integrity_reviews  (assignment, student) → a TA's decision on a flagged submission (grader.integrity):
+                accepted (its automatic points count again) or rejected (they stay held), with a reason,
+                tied to the findings it was made on (their key): new findings need a new decision
 
-How the final score is made (`final_result`): the automatic result, then manual scores (a manual
+How the final score is made (`final_result`): the automatic result, its points held when it is flagged
+and not accepted (grader.integrity.hold_for_review), then manual scores (a manual
 check's points replace its 0), then overrides (the check's points become the TA's value, clamped
 to 0…max, and the check carries `override` = {points, automatic_points, reason, reviewer, at},
 which the report shows). result.json, report.html, index.html and grades.csv always show the final.
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.gradebook import GRADEBOOK_FILE, Gradebook, ManualScore, now
+from grader.integrity import hold_for_review
 from grader.manifest import read_manifest, with_submission
 from grader.results import StudentResult
 
@@ -45,8 +51,19 @@ CREATE TABLE IF NOT EXISTS review_log (
     text       TEXT NOT NULL DEFAULT '', -- the comment or the reason
     reviewer   TEXT NOT NULL DEFAULT '',
     at         TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS integrity_reviews (
+    assignment TEXT NOT NULL,
+    student    TEXT NOT NULL,
+    key        TEXT NOT NULL,            -- the findings it was made on (result.integrity.key)
+    decision   TEXT NOT NULL,            -- accepted | rejected
+    reason     TEXT NOT NULL,
+    reviewer   TEXT NOT NULL,
+    at         TEXT NOT NULL,
+    PRIMARY KEY (assignment, student)
 )
 """
+INTEGRITY_DECISIONS = ("accepted", "rejected")
 
 
 @dataclass(frozen=True)
@@ -111,6 +128,28 @@ class ReviewStore:
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (assignment, student, check_id, action, points, text,
                                                             reviewer, at))
 
+    def set_integrity_decision(self, assignment: str, student: str, *, key: str, decision: str, reason: str,
+                               reviewer: str) -> None:
+        """A TA accepts or rejects a flagged submission (the findings named by `key`), with a reason."""
+        if decision not in INTEGRITY_DECISIONS:
+            raise ValueError(f"decision must be one of {INTEGRITY_DECISIONS}")
+        if not reason.strip() or not reviewer.strip() or not key:
+            raise ValueError("an integrity decision needs the findings' key, a reason and the reviewer's name")
+        at = now()
+        with self.db:
+            self.db.execute(
+                "INSERT INTO integrity_reviews VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (assignment, student) DO "
+                "UPDATE SET key = excluded.key, decision = excluded.decision, reason = excluded.reason, "
+                "reviewer = excluded.reviewer, at = excluded.at",
+                (assignment, student, key, decision, reason.strip(), reviewer.strip(), at))
+            self._log(assignment, student, "integrity", f"integrity_{decision}", None, reason.strip(), reviewer.strip(),
+                      at)
+
+    def integrity_decisions(self, assignment: str) -> dict[str, dict]:
+        rows = self.db.execute("SELECT student, key, decision, reason, reviewer, at FROM integrity_reviews "
+                               "WHERE assignment = ?", (assignment,))
+        return {row["student"]: {k: row[k] for k in ("key", "decision", "reason", "reviewer", "at")} for row in rows}
+
     def overrides(self, assignment: str) -> dict[str, dict[str, Override]]:
         found: dict[str, dict[str, Override]] = {}
         for row in self.db.execute("SELECT * FROM overrides WHERE assignment = ?", (assignment,)):
@@ -145,12 +184,14 @@ def apply_overrides(result: StudentResult, overrides: dict[str, Override] | None
 
 
 def final_result(result: StudentResult, manual: dict[str, ManualScore] | None,
-                 overrides: dict[str, Override] | None, submission: dict | None = None) -> StudentResult:
-    """Automatic result → manual scores → overrides (see the module docstring), with the submission's
-    time and lateness from `grader pull`'s manifest (grader.manifest) when there is one."""
+                 overrides: dict[str, Override] | None, submission: dict | None = None,
+                 decision: dict | None = None) -> StudentResult:
+    """Automatic result → held while flagged → manual scores → overrides (see the module docstring), with
+    the submission's time and lateness from `grader pull`'s manifest (grader.manifest) when there is one."""
     from grader.commands.grade import apply_manual_scores
 
-    return with_submission(apply_overrides(apply_manual_scores(result, manual), overrides), submission)
+    held = hold_for_review(result, decision)
+    return with_submission(apply_overrides(apply_manual_scores(held, manual), overrides), submission)
 
 
 def republish(out: Path, project_root: Path, assignment: str, students: list[str] | None = None) -> dict[str, StudentResult]:
@@ -164,13 +205,15 @@ def republish(out: Path, project_root: Path, assignment: str, students: list[str
     handed_in = read_manifest(out)  # copied there by `grader grade`
     with Gradebook.open(out) as book, ReviewStore(out) as store:
         manual, overrides = book.manual_scores(spec.id), store.overrides(spec.id)
+        decisions = store.integrity_decisions(spec.id)
         rows = book.results(spec.id)
         current = book.submissions(spec.id)
         everyone: dict[str, StudentResult] = {}
         for name, row in rows.items():
             if current and name not in current:
                 continue
-            final = final_result(row.result, manual.get(name), overrides.get(name), handed_in.get(name))
+            final = final_result(row.result, manual.get(name), overrides.get(name), handed_in.get(name),
+                                 decisions.get(name))
             everyone[name] = final
             if students is None or name in students:
                 write_student_report(final, out / name)

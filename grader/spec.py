@@ -46,6 +46,7 @@ class Budget:
     max_validation_samples: int | None
     cell_timeout_s: int
     notebook_timeout_s: int
+    max_total_steps: int | None = None  # optimizer steps of all training together (fit, train_on_batch, loops)
 
     def caps(self) -> dict[str, Any]:
         """What the kernel harness needs to enforce the budget."""
@@ -54,6 +55,7 @@ class Budget:
             "max_epochs": self.max_epochs,
             "max_steps_per_epoch": self.max_steps_per_epoch,
             "max_validation_samples": self.max_validation_samples,
+            "max_total_steps": self.max_total_steps,
         }
 
     def summary(self, lang: str = "ja") -> str:
@@ -61,9 +63,10 @@ class Budget:
             return "制限なし（ノートブックのとおり）" if lang == "ja" else "as written (no caps)"
         epochs = self.max_epochs if self.max_epochs is not None else "∞"
         steps = self.max_steps_per_epoch if self.max_steps_per_epoch is not None else "∞"
+        total = self.max_total_steps
         if lang == "ja":
-            return f"最大 {epochs} エポック × {steps} ステップ"
-        return f"at most {epochs} epochs × {steps} steps"
+            return f"最大 {epochs} エポック × {steps} ステップ" + (f"（学習全体で {total} ステップまで）" if total else "")
+        return f"at most {epochs} epochs × {steps} steps" + (f" ({total} steps for all training)" if total else "")
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,8 @@ class Limits:
     processes: int
     max_evidence_mb: int
     max_output_mb: int
+    predict_timeout_min_s: float = 60.0  # the trusted prediction may take factor × the reference's, at least this
+    predict_timeout_factor: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,7 @@ class AssignmentSpec:
     limits: Limits
     checks: tuple[CheckSpec, ...]
     source_bytes: bytes  # the spec file itself, for cache keys
+    integrity: dict[str, Any] = field(default_factory=dict)  # [integrity]: bounds of grader.integrity
 
     @property
     def max_score(self) -> int:
@@ -158,9 +164,12 @@ def parse_spec(raw: dict[str, Any], *, root: Path, project_root: Path, source_by
             processes=int(limits.get("processes", 256)),
             max_evidence_mb=int(limits.get("max_evidence_mb", 200)),
             max_output_mb=int(limits.get("max_output_mb", 10)),
+            predict_timeout_min_s=float(limits.get("predict_timeout_min_s", 60)),
+            predict_timeout_factor=float(limits.get("predict_timeout_factor", 10)),
         ),
         checks=checks,
         source_bytes=source_bytes,
+        integrity=dict(raw.get("integrity", {})),
     )
     from grader.checks import KINDS  # late import: checks depend on spec types
 
@@ -170,7 +179,12 @@ def parse_spec(raw: dict[str, Any], *, root: Path, project_root: Path, source_by
     return spec
 
 
+TOTAL_STEPS_FITS = 3  # without max_total_steps in the spec: three capped fits' worth of steps
+
+
 def _parse_budget(name: str, raw: dict[str, Any], where: str) -> Budget:
+    epochs, steps = raw.get("max_epochs"), raw.get("max_steps_per_epoch")
+    total = raw.get("max_total_steps", TOTAL_STEPS_FITS * epochs * steps if epochs and steps else None)
     return Budget(
         name=name,
         description=Text.parse(raw.get("description", name), f"{where} budgets.{name}.description"),
@@ -179,6 +193,7 @@ def _parse_budget(name: str, raw: dict[str, Any], where: str) -> Budget:
         max_validation_samples=raw.get("max_validation_samples"),
         cell_timeout_s=int(raw["cell_timeout_s"]),
         notebook_timeout_s=int(raw["notebook_timeout_s"]),
+        max_total_steps=int(total) if total else None,
     )
 
 

@@ -33,9 +33,12 @@ TEST_MEMORY_MB = 2048  # the per-job memory cgroup: an honest quick-budget kerne
 
 @pytest.fixture(scope="session")
 def tiny_keras_home(tmp_path_factory) -> Path:
-    """A KERAS_HOME holding a small, learnable synthetic data set as real IDX files."""
+    """A KERAS_HOME holding a small, learnable synthetic data set as real IDX files, its test set split
+    like the real one: 200 public images (the notebook's x_test), 200 private. Half of the test images
+    carry no learnable pattern, so a model trained on the public part shows a public/private gap."""
     home = tmp_path_factory.mktemp("keras-home")
-    write_dataset(home, make_synthetic_dataset(n_train_per_class=120, n_test_per_class=20, seed=0), source="synthetic")
+    write_dataset(home, make_synthetic_dataset(n_train_per_class=120, n_test_per_class=40, seed=0,
+                                               unlearnable_test_fraction=0.5), source="synthetic")
     return home
 
 

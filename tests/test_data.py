@@ -18,8 +18,13 @@ import pytest
 from grader import data
 from grader.data import (
     DATA_FILES,
+    PRIVATE_FILES,
+    SPLIT_FILE,
     Dataset,
     dataset_dir,
+    ensure_split,
+    private_dir,
+    split_test_set,
     dataset_from_npm_tarball,
     fingerprint,
     load_dataset,
@@ -96,14 +101,19 @@ def test_write_and_load_dataset(tmp_path: Path, synth: Dataset) -> None:
     info = write_dataset(tmp_path, synth, source="synthetic")
     assert dataset_dir(tmp_path) == tmp_path / "datasets" / "fashion-mnist"
     assert info.source == "synthetic" and info.n_train == 300 and info.n_test == 50
+    assert (info.n_public, info.n_private) == (20, 30)  # 2 of each class's 5 are public
+    assert info.split.startswith("public 20 / private 30 (seed ")
     assert info.train_mean == round(float(synth.x_train.mean()) / 255, 4)
     assert json.loads((dataset_dir(tmp_path) / "fingerprint.json").read_text()) == info.to_dict()
     assert recorded_info(tmp_path) == info
     for name in (*DATA_FILES, "fingerprint.json"):
         assert (dataset_dir(tmp_path) / name).stat().st_mode & 0o444 == 0o444  # world-readable
     ds = load_dataset(tmp_path)
+    public, private = split_test_set(synth.y_test)
+    expected = dataclasses.replace(synth, x_test=synth.x_test[public], y_test=synth.y_test[public],
+                                   x_private=synth.x_test[private], y_private=synth.y_test[private])
     for f in dataclasses.fields(Dataset):
-        np.testing.assert_array_equal(getattr(ds, f.name), getattr(synth, f.name))
+        np.testing.assert_array_equal(getattr(ds, f.name), getattr(expected, f.name))
 
 
 def test_load_dataset_missing_and_corrupt(tmp_path: Path, synth: Dataset) -> None:
@@ -111,8 +121,83 @@ def test_load_dataset_missing_and_corrupt(tmp_path: Path, synth: Dataset) -> Non
         load_dataset(tmp_path)
     write_dataset(tmp_path, synth, source="synthetic")
     write_idx(dataset_dir(tmp_path) / "t10k-labels-idx1-ubyte.gz", synth.y_test[:-3])
-    with pytest.raises(DataInvalidError, match="test: 50 images but 47 labels"):
+    with pytest.raises(DataInvalidError, match="test: 20 images but 47 labels"):
         load_dataset(tmp_path)
+
+
+# ---------------------------------------------------------------- the public/private test split
+
+
+def test_split_is_stratified_deterministic_and_keeps_the_order() -> None:
+    labels = np.random.default_rng(5).permutation(np.repeat(np.arange(10, dtype=np.uint8), 1000))
+    public, private = split_test_set(labels)
+    assert len(public) == len(private) == 5000
+    assert np.bincount(labels[public]).tolist() == [500] * 10  # the real data: 500 of each class public
+    assert not set(public) & set(private) and len(set(public) | set(private)) == 10_000
+    assert (np.diff(public) > 0).all() and (np.diff(private) > 0).all()  # original order
+    again, _ = split_test_set(labels)
+    np.testing.assert_array_equal(public, again)
+    assert not np.array_equal(public, split_test_set(labels, seed=1)[0])
+
+
+def test_the_private_part_never_enters_the_folder_kernels_see(tmp_path: Path, synth: Dataset) -> None:
+    write_dataset(tmp_path, synth, source="synthetic")
+    ds = load_dataset(tmp_path)
+    seen = {bytes(x) for name in DATA_FILES[::2] for x in read_idx(dataset_dir(tmp_path) / name)}
+    assert not {bytes(x) for x in ds.x_private} & seen
+    assert sorted(bytes(x) for x in np.concatenate([ds.x_test, ds.x_private])) == sorted(bytes(x) for x in synth.x_test)
+    assert private_dir(tmp_path).parent.parent == tmp_path and not private_dir(tmp_path).is_relative_to(dataset_dir(tmp_path))
+    assert private_dir(tmp_path).stat().st_mode & 0o777 == 0o700  # the grader's own
+    for name in PRIVATE_FILES:
+        assert (private_dir(tmp_path) / name).stat().st_mode & 0o777 == 0o600
+
+
+def test_an_unsplit_cache_is_split_once_and_then_left_alone(tmp_path: Path, synth: Dataset) -> None:
+    # A cache as `grader data` wrote it before the split existed: the four files, full test set.
+    for name, array in zip(DATA_FILES, (synth.x_train, synth.y_train, synth.x_test, synth.y_test)):
+        write_idx(dataset_dir(tmp_path) / name, array)
+    with pytest.raises(DataUnavailableError, match="grader data"):
+        load_dataset(tmp_path)
+    first = provision(tmp_path, npm="/nonexistent", try_keras_download=False)
+    assert (first.n_public, first.n_private) == (20, 30)
+    files = {p: p.read_bytes() for p in tmp_path.rglob("*.gz")}
+    again = provision(tmp_path, npm="/nonexistent", try_keras_download=False)
+    assert again.fingerprint == first.fingerprint and again.split == first.split
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.gz")} == files
+    assert write_dataset(tmp_path / "w", synth, source="synthetic").fingerprint == first.fingerprint
+
+
+def test_an_interrupted_split_finishes_the_same_way(tmp_path: Path, synth: Dataset) -> None:
+    written = write_dataset(tmp_path / "done", synth, source="synthetic")
+    for name, array in zip(DATA_FILES, (synth.x_train, synth.y_train, synth.x_test, synth.y_test)):
+        write_idx(dataset_dir(tmp_path) / name, array)
+    record = ensure_split(tmp_path)
+    # Killed after split.json and the full copy, before the parts: the cache still holds the full set.
+    for name, array in zip(DATA_FILES[2:], (synth.x_test, synth.y_test)):
+        write_idx(dataset_dir(tmp_path) / name, array)
+    (private_dir(tmp_path) / PRIVATE_FILES[0]).unlink()
+    assert ensure_split(tmp_path) == record
+    assert fingerprint(tmp_path) == written.fingerprint
+
+
+def test_new_test_files_put_in_by_hand_are_split_again(tmp_path: Path, synth: Dataset) -> None:
+    write_dataset(tmp_path, synth, source="synthetic")
+    before = json.loads((private_dir(tmp_path) / SPLIT_FILE).read_text())
+    other = make_synthetic_dataset(n_train_per_class=30, n_test_per_class=5, seed=9)
+    for name, array in zip(DATA_FILES[2:], (other.x_test, other.y_test)):
+        write_idx(dataset_dir(tmp_path) / name, array)
+    after = ensure_split(tmp_path)
+    assert after["fingerprint"] != before["fingerprint"]
+    ds = load_dataset(tmp_path)
+    assert sorted(bytes(x) for x in np.concatenate([ds.x_test, ds.x_private])) == sorted(bytes(x) for x in other.x_test)
+
+
+def test_unlearnable_synthetic_test_images_are_split_between_both_parts() -> None:
+    ds = make_synthetic_dataset(n_train_per_class=10, n_test_per_class=40, unlearnable_test_fraction=0.5)
+    rings = np.array([np.abs(x.astype(int) - np.kron(x[::4, ::4], np.ones((4, 4), int))).max() > 0 for x in ds.x_test])
+    assert (~rings).sum() == 200  # half of every class is a blocky pattern without a ring
+    public, private = split_test_set(ds.y_test)
+    assert 80 <= (~rings[public]).sum() <= 120 and 80 <= (~rings[private]).sum() <= 120
 
 
 # ---------------------------------------------------------------- validate

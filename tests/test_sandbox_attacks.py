@@ -206,6 +206,10 @@ def test_tampering_in_the_kernel_does_not_change_the_score(attack_batch, graded_
     honest = next(c for c in results["honest"].checks if c.id == "model.test_accuracy")
     assert accuracy.actual == pytest.approx(honest.actual)  # the grader's own evaluation of the model
     assert any("not written by the grader's harness were ignored" in note for note in tamper.notes)
+    # Monkeypatching Keras/NumPy and naming the harness's files is tamper evidence: held for a TA.
+    assert tamper.status == "flagged" and tamper.score <= results["honest"].score
+    assert {f["id"] for f in tamper.integrity["findings"]} == {"code.patch", "code.evidence"}
+    assert results["honest"].integrity["ok"]
     assert any("batch_flow1.npz" in note and "altered" in note for note in tamper.notes)
 
 

@@ -79,7 +79,9 @@ def test_budgets_quick_is_the_smallest(spec) -> None:
     assert quick.max_epochs * quick.max_steps_per_epoch < standard.max_epochs * standard.max_steps_per_epoch
     assert quick.cell_timeout_s <= standard.cell_timeout_s <= full.cell_timeout_s
     assert quick.notebook_timeout_s <= standard.notebook_timeout_s <= full.notebook_timeout_s
-    assert quick.caps() == {"name": "quick", "max_epochs": 1, "max_steps_per_epoch": 30, "max_validation_samples": 500}
+    assert quick.caps() == {"name": "quick", "max_epochs": 1, "max_steps_per_epoch": 30, "max_validation_samples": 500,
+                            "max_total_steps": 90}  # three capped fits' worth for all training together
+    assert full.max_total_steps is None
     assert full.summary("en") == "as written (no caps)"
     with pytest.raises(ConfigError):
         spec.budget("huge")

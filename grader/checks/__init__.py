@@ -48,6 +48,7 @@ class CheckContext:
     notebook: Any = None  # the submitted notebook (nbformat node), read as data
     threshold: AccuracyThreshold | None = None  # for trusted_test_accuracy; None: the single-reference rule
     dataset_hashes: DatasetHashes | None = None  # for data_source: what the grader's data set looks like
+    known: Any = None  # grader.known_data.GraderData: the grader's own images (exact and near-copy lookups)
 
 
 @dataclass(frozen=True)

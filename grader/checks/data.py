@@ -102,8 +102,16 @@ def split_sizes(ctx: CheckContext) -> Observation:
     return verdict(actual == expected, actual, expected, "split_differs")
 
 
-def _overlap(evidence: Evidence, test_hashes: np.ndarray) -> int | None:
-    """How many training and validation images of the counted fit are test images."""
+def _overlap(evidence: Evidence, test_hashes: np.ndarray, known: Any = None) -> int | None:
+    """How many test images were in training or validation data. With the grader's own images
+    (`known`, grader.known_data): distinct public test images, exact or near copies (±1/255,
+    rescaled), over every training call (each fit, train_on_batch); otherwise exact copies in the
+    counted fit."""
+    if known is not None:
+        from grader.known_data import public_images_in
+
+        touched = public_images_in(evidence, known, validation=True)
+        return None if touched is None else len(touched)
     fit = evidence.training_fit()
     if fit is None:
         return None
@@ -119,10 +127,10 @@ def no_test_overlap(ctx: CheckContext) -> Observation:
     """Training images must not include test images (beyond what the reference itself has)."""
     if ctx.test_hashes is None:
         return missing("no_test_set")
-    reference = _overlap(ctx.reference, ctx.test_hashes) or 0
+    reference = _overlap(ctx.reference, ctx.test_hashes, ctx.known) or 0
     tolerance = int(ctx.params.get("tolerance", 0))
     expected = f"≤ {reference + tolerance}"
-    actual = _overlap(ctx.student, ctx.test_hashes)
+    actual = _overlap(ctx.student, ctx.test_hashes, ctx.known)
     if actual is None:
         return missing("no_fit", expected)
     return verdict(actual <= reference + tolerance, actual, expected, "test_leak", count=actual)

@@ -10,14 +10,21 @@ import numpy as np
 from grader.checks import MANUAL, AccuracyThreshold, CheckContext, Observation, kind, missing, verdict
 
 
+def _saved_params(evaluation: Any) -> int | None:
+    """The parameter count of the saved model as the grader's predictor read it from the file."""
+    count = ((getattr(evaluation, "model", None) or {}) if evaluation is not None else {}).get("params_count")
+    return count if isinstance(count, int) else None
+
+
 @kind("model_params")
 def model_params(ctx: CheckContext) -> Observation:
-    """Same parameter count as the reference CNN; a different network goes to the TA."""
-    expected = (ctx.reference.training_fit() or {}).get("params_count")
+    """Same parameter count as the reference CNN; a different network goes to the TA. The count is the
+    saved model's, read by the grader (grader.evaluate), when there is one; else the kernel's record."""
+    expected = _saved_params(ctx.reference_eval) or (ctx.reference.training_fit() or {}).get("params_count")
     fit = ctx.student.training_fit()
     if fit is None:
         return missing("no_fit", expected)
-    actual = fit.get("params_count")
+    actual = _saved_params(ctx.student_eval) or fit.get("params_count")
     if actual == expected:
         return verdict(True, actual, expected)
     layers = " → ".join(layer.get("class", "?") for layer in fit.get("layers", []))

@@ -20,6 +20,7 @@ from grader.checks.training import threshold_for
 from grader.data import dataset_dir, fingerprint, load_dataset
 from grader.errors import ReferenceRunError
 from grader.kernel.grader_kernel import image_hashes
+from grader.known_data import GraderData
 from grader.launch import Launcher
 from grader.machine import default_jobs, threads_per_job
 from grader.pipeline import Session, StopGrading, StudentRun, Submission, release_job
@@ -78,6 +79,7 @@ async def calibrate_all(*, assignment: str, budget: str, runs: int, jobs: int | 
         session = Session(
             spec=spec, budget=chosen, launcher=launcher, data_dir=dataset_dir(keras_home).resolve(),
             x_test=data.x_test, y_test=data.y_test, test_hashes=image_hashes(data.x_test), reference=None,
+            grader_data=GraderData.from_dataset(data),
             out_dir=work / "out", work_root=work, lang=lang, threads=threads_per_job(jobs), versions=library_versions())
         limit = asyncio.Semaphore(jobs)
 

@@ -21,6 +21,7 @@ from jinja2 import Environment, select_autoescape
 from grader.data import dataset_dir, fingerprint, load_dataset
 from grader.errors import ExecutionSetupError
 from grader.kernel.grader_kernel import image_hashes
+from grader.known_data import GraderData
 from grader.launch import Launcher, LocalLauncher
 from grader.pipeline import ReferenceRun, Session, Submission
 from grader.reference import ensure_reference, library_versions
@@ -56,6 +57,7 @@ def reference_session(spec: AssignmentSpec, *, keras_home: Path, launcher: Launc
         spec=spec, budget=spec.budget(SELF_CHECK_BUDGET), launcher=launcher,
         data_dir=dataset_dir(keras_home).resolve(), x_test=data.x_test, y_test=data.y_test,
         test_hashes=image_hashes(data.x_test), reference=None, out_dir=work / "out", work_root=work, lang="ja",
+        grader_data=GraderData.from_dataset(data),
         threads=max(1, os.cpu_count() or 1), versions=library_versions(),
     )
 

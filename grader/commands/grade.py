@@ -29,11 +29,13 @@ from grader.checks.training import threshold_for
 from grader.data import dataset_dir, fingerprint, load_dataset
 from grader.errors import ConfigError
 from grader.evaluate import ModelEvaluation
+from grader.integrity import hold_for_review
 from grader.gradebook import (
     Gradebook, ManualScore, ResultRow, batch_inputs, input_fingerprint, result_json, sha256_bytes,
 )
 from grader.kernel import harness_source
 from grader.kernel.grader_kernel import image_hashes
+from grader.known_data import GraderData
 from grader.launch import Launcher
 from grader.manifest import keep_manifest, with_submission
 from grader.machine import default_jobs, gpu_available, threads_per_job
@@ -222,15 +224,24 @@ def review_overrides(out: Path, assignment: str) -> dict:
         return store.overrides(assignment)
 
 
+def review_decisions(out: Path, assignment: str) -> dict:
+    """The TA's accept/reject decisions on flagged submissions (grader.review_store)."""
+    from grader.review_store import ReviewStore
+
+    with ReviewStore(out) as store:
+        return store.integrity_decisions(assignment)
+
+
 def final_result(automatic: StudentResult, manual: dict[str, ManualScore] | None, overrides: dict | None,
-                 submission: dict | None = None) -> StudentResult:
-    """What result.json and the reports show: automatic → TA manual scores → TA overrides, with the
-    submission time and lateness from the pull manifest."""
+                 submission: dict | None = None, decision: dict | None = None) -> StudentResult:
+    """What result.json and the reports show: automatic → held while flagged (unless a TA accepted it,
+    grader.integrity) → TA manual scores → TA overrides, with the submission time and lateness from the
+    pull manifest."""
     if overrides:
         from grader.review_store import final_result as with_overrides
 
-        return with_overrides(automatic, manual, overrides, submission)
-    return with_submission(apply_manual_scores(automatic, manual), submission)
+        return with_overrides(automatic, manual, overrides, submission, decision)
+    return with_submission(apply_manual_scores(hold_for_review(automatic, decision), manual), submission)
 
 
 def report_code_digest() -> str:
@@ -318,6 +329,7 @@ async def grade_all(
             plan = plan_batch(found, fingerprints, book.results(spec.id), force=force, only=only or None)
             manual = book.manual_scores(spec.id)
             overrides = review_overrides(out, spec.id)
+            decisions = review_decisions(out, spec.id)
             handed_in = keep_manifest(submissions, out)
             to_run = [p for p in plan if p.run]
             progress.start(total=len(plan), to_run=len(to_run), jobs=min(jobs, max(1, len(to_run))))
@@ -328,7 +340,7 @@ async def grade_all(
                         execution_id: int | None = None, key: str = "") -> StudentResult:
                 """Manual scores on top, result.json + report.html when they changed, the gradebook row."""
                 final = final_result(automatic, manual.get(automatic.student), overrides.get(automatic.student),
-                                     handed_in.get(automatic.student))
+                                     handed_in.get(automatic.student), decisions.get(automatic.student))
                 folder = out / automatic.student
                 rkey = report_key(final, code_digest)
                 if not reused or row is None or row.report_key != rkey or not (folder / "report.html").is_file() \
@@ -371,6 +383,7 @@ async def grade_all(
                     session = Session(
                         spec=spec, budget=chosen, launcher=launcher, data_dir=dataset_dir(keras_home).resolve(),
                         x_test=data.x_test, y_test=data.y_test, test_hashes=image_hashes(data.x_test), reference=None,
+                        grader_data=GraderData.from_dataset(data),
                         out_dir=out, work_root=work, lang=lang, threads=threads, versions=versions,
                     )
                     session.reference = await ensure_reference(session, cache_root=cache_root,

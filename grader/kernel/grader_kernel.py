@@ -2,9 +2,12 @@
 
 It installs three things and nothing else:
   1. a compatibility shim, so the slides' Keras-2 spelling keeps working on Keras 3;
-  2. the training budget (caps on `fit` epochs, steps and validation size);
-  3. tracing of ImageDataGenerator, its flow() iterators, Model.fit/evaluate and
-     train_test_split, written to the evidence folder *as it happens*.
+  2. the training budget (caps on `fit` epochs, steps and validation size, and on the optimizer
+     steps of all training together: every fit, train_on_batch and custom loop);
+  3. tracing of ImageDataGenerator, its flow() iterators, Model.fit/evaluate/train_on_batch,
+     optimizer steps outside fit and train_test_split, written to the evidence folder *as it
+     happens*. The trained model is saved through Keras's saving function captured at start-up,
+     never through an attribute of the model (which the notebook could replace).
 
 It never judges anything: every verdict is computed later by the grader process from the
 files written here. Objects are found by type (patched classes), never by variable name.
@@ -65,6 +68,32 @@ def source_hashes(x: Any, chunk: int = 8192) -> np.ndarray:
         q = np.clip(np.rint(np.round((part - low) / span * 255.0, 4)), 0, 255).astype(np.uint8)
         out[start:start + len(q)] = [int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little")
                                      for row in q]
+    return out
+
+
+SIGNATURE_SIZE = 14  # 14×14 block means per image
+
+
+def image_signatures(x: Any) -> np.ndarray | None:
+    """A coarse, scale-free picture of each 28×28 image, for near-duplicate search (196 uint8).
+
+    Each image is min–max normalised on its own, averaged over 2×2 blocks and stored as 0–255.
+    Adding ±1/255 to pixels moves a signature by at most 0.004 (root mean square, on 0–1), rescaling
+    (0–1 vs 0–255) or standardising a whole array not at all, while two different Fashion-MNIST images
+    are almost never within 0.02. The grader computes the same signatures of its own images, so this
+    must stay identical on both sides. Returns None for images that are not 28×28.
+    """
+    a = np.asarray(x)
+    if a.ndim < 2 or len(a) == 0 or a[0].size != 28 * 28 or a.dtype.kind not in "biuf":
+        return None
+    flat = a.reshape(len(a), 28 * 28)
+    out = np.empty((len(a), SIGNATURE_SIZE * SIGNATURE_SIZE), dtype=np.uint8)
+    for start in range(0, len(a), 4096):  # bounded temporaries: 48,000 images at once would be 150 MB
+        b = flat[start:start + 4096].astype(np.float32)
+        low, high = b.min(axis=1, keepdims=True), b.max(axis=1, keepdims=True)
+        b = (b - low) / np.maximum(high - low, 1e-6)
+        blocks = b.reshape(-1, SIGNATURE_SIZE, 2, SIGNATURE_SIZE, 2).mean(axis=(2, 4))
+        out[start:start + 4096] = np.clip(np.rint(np.nan_to_num(blocks) * 255), 0, 255).reshape(len(b), -1)
     return out
 
 
@@ -177,6 +206,11 @@ class Harness:
         self._batched: set[int] = set()
         self._fits = 0
         self.in_fit = False  # Keras validates through evaluate(); only the student's calls count
+        self.in_train_on_batch = False
+        self.steps = 0  # optimizer steps of every training route so far (the total budget counts these)
+        self._batch_training: dict[tuple[str, int], dict[str, Any]] = {}  # train_on_batch / custom loop, unflushed
+        self._batch_images: list[Any] = []  # images given to train_on_batch since the last flush
+        self._save_model: Any = None  # keras.src.saving.saving_lib.save_model, captured at install
 
     # Objects get stable numbers by kind ("datagen", "flow", "model") without storing
     # attributes on them (Keras layers track attribute assignment).
@@ -199,7 +233,10 @@ class Harness:
             key = (arr.__array_interface__["data"][0], arr.shape, str(arr.dtype), function.__name__)
             if key not in self._hashed:
                 name = f"hashes_{len(self._hashed) + 1}"
-                self._hashed[key] = self.rec.arrays(name, hashes=function(arr)) or ""
+                # Exact hashes plus coarse signatures for near-copy search (data.no_test_leak).
+                signatures = image_signatures(arr) if function is image_hashes else None
+                extra = {"signatures": signatures} if signatures is not None else {}
+                self._hashed[key] = self.rec.arrays(name, hashes=function(arr), **extra) or ""
             return self._hashed[key] or None
         except Exception as exc:  # noqa: BLE001
             self.rec.event("harness_warning", where=f"hash {role}", error=repr(exc)[:200])
@@ -210,6 +247,9 @@ class Harness:
         seed = self.config.get("seed")
         import keras  # the student would import it anyway; done once here
 
+        from keras.src.saving import saving_lib
+
+        self._save_model = saving_lib.save_model  # before any student code can replace it
         if seed is not None:
             keras.utils.set_random_seed(int(seed))
             self.seed_again_at_first_cell(int(seed))
@@ -217,6 +257,8 @@ class Harness:
         self.fit_without_prefetch()
         self.trace_image_data_generator()
         self.trace_model()
+        self.trace_batch_training()
+        self.flush_after_each_cell()
         self.trace_train_test_split()
         self.trace_load_data()
         self.install_keras2_bridge()  # after trace_model: its fit() wrapper strips Keras 2 arguments first
@@ -424,20 +466,30 @@ class Harness:
             bound.apply_defaults()
             params = dict(bound.arguments)
             params.pop("self")
+            harness.flush_batch_training()
             harness._fits += 1
             number = harness._fits
             start = harness.describe_fit(self, number, params)
             harness.apply_budget(params, start)
+            harness.apply_total_budget(params, start)  # raises when every step is used up
+            optimizer = getattr(self, "optimizer", None)
+            before = _iterations(optimizer)
+            start.update(optimizer=harness.number("optimizer", optimizer) if optimizer is not None else None,
+                         iterations_before=before)
             harness.rec.event("fit_start", **start)
             harness.in_fit = True
             try:
                 history = original_fit(self, **params)
             except BaseException as exc:
-                harness.rec.event("fit_error", fit=number, error=f"{type(exc).__name__}: {exc}"[:500])
+                harness.count_steps(optimizer, before)
+                harness.rec.event("fit_error", fit=number, error=f"{type(exc).__name__}: {exc}"[:500],
+                                  iterations=_iterations(optimizer), total_steps=harness.steps)
                 raise
             finally:
                 harness.in_fit = False
-            harness.rec.event("fit_end", fit=number, history=_history(history))
+            steps = harness.count_steps(optimizer, before)
+            harness.rec.event("fit_end", fit=number, history=_history(history), steps=steps,
+                              iterations=_iterations(optimizer), total_steps=harness.steps)
             harness.save_model(self, number)
             return history
 
@@ -519,14 +571,137 @@ class Harness:
         }
         start["compat"] = notes
 
+    def apply_total_budget(self, params: dict[str, Any], start: dict[str, Any]) -> None:
+        """Fit within what is left of the budget's total optimizer steps (all training counted)."""
+        total = self.budget.get("max_total_steps")
+        if not total:
+            return
+        left = int(total) - self.steps
+        start["total_budget"] = {"total": int(total), "used_before": self.steps}
+        if left <= 0:
+            self.exhausted("fit")
+        steps = params.get("steps_per_epoch") or _natural_steps(params)
+        first = int(params.get("initial_epoch") or 0)
+        epochs = int(params.get("epochs") or 1)
+        if steps is None:
+            params["steps_per_epoch"] = steps = left
+        if (epochs - first) * steps > left:
+            if steps <= left:
+                params["epochs"] = first + left // steps
+            else:
+                params["epochs"], params["steps_per_epoch"] = first + 1, left
+            start["effective"].update(epochs=params["epochs"], steps_per_epoch=params["steps_per_epoch"])
+            start["total_budget"]["capped"] = True
+
+    def exhausted(self, route: str) -> None:
+        total = self.budget.get("max_total_steps")
+        self.rec.event("budget_exhausted", route=route, total=total, steps=self.steps)
+        raise TrainingBudgetExhausted(
+            f"採点用の学習予算（すべての学習で合計 {total} ステップ）を使い切りました。これ以上は学習できません。"
+            f" / The grading budget of {total} optimizer steps for all training together is used up.")
+
+    def count_steps(self, optimizer: Any, before: int | None) -> int:
+        """Add the optimizer steps a training call took (its step counter's change) to the total."""
+        after = _iterations(optimizer)
+        steps = max(0, after - before) if after is not None and before is not None else 0
+        self.steps += steps
+        return steps
+
     def save_model(self, model: Any, number: int) -> None:
+        """Save the model fit was called on, with Keras's own saving function as captured at start-up:
+        replacing `model.save` (or any attribute) in the notebook cannot change what is saved."""
         path = self.rec.dir / f"model_fit{number}.keras"
         try:
-            model.save(path)
+            self._save_model(model, str(path))
             self.rec.artifact(path)
-            self.rec.event("model_saved", fit=number, model=self.number("model", model), file=path.name)
+            self.rec.event("model_saved", fit=number, model=self.number("model", model), file=path.name,
+                           iterations=_iterations(getattr(model, "optimizer", None)))
         except Exception as exc:  # noqa: BLE001
             self.rec.event("harness_warning", where="save model", error=repr(exc)[:300])
+
+    # -- training outside fit -------------------------------------------------------------
+    def trace_batch_training(self) -> None:
+        """train_on_batch and optimizer steps outside fit (custom loops) count against the budget's total
+        and are recorded: how many steps, and the images train_on_batch was given.
+
+        A custom loop compiled with tf.function calls `apply` once, when it is traced: its steps are not
+        seen here (the saved model's own step counter, read by the grader, still shows them)."""
+        import keras
+        from keras.src.optimizers.base_optimizer import BaseOptimizer
+
+        harness = self
+        original_train_on_batch = keras.Model.train_on_batch
+        original_apply = BaseOptimizer.apply
+
+        def train_on_batch(self, x, y=None, *args: Any, **kwargs: Any):
+            if harness.over_budget():
+                harness.exhausted("train_on_batch")
+            optimizer = getattr(self, "optimizer", None)
+            before = _iterations(optimizer)
+            harness.in_train_on_batch = True
+            try:
+                return original_train_on_batch(self, x, y, *args, **kwargs)
+            finally:
+                harness.in_train_on_batch = False
+                steps = harness.count_steps(optimizer, before)
+                harness.note_batch_training("train_on_batch", harness.number("model", self), steps, x)
+
+        def apply(self, grads, trainable_variables=None):
+            if harness.in_fit or harness.in_train_on_batch:
+                return original_apply(self, grads, trainable_variables)
+            if harness.over_budget():
+                harness.exhausted("custom loop")
+            result = original_apply(self, grads, trainable_variables)
+            harness.steps += 1
+            harness.note_batch_training("custom_loop", harness.number("optimizer", self), 1, None)
+            return result
+
+        keras.Model.train_on_batch = train_on_batch
+        BaseOptimizer.apply = apply
+
+    def over_budget(self) -> bool:
+        total = self.budget.get("max_total_steps")
+        return bool(total) and self.steps >= int(total)
+
+    def note_batch_training(self, route: str, number: int, steps: int, x: Any) -> None:
+        entry = self._batch_training.setdefault((route, number), {"calls": 0, "steps": 0, "samples": 0})
+        entry["calls"] += 1
+        entry["steps"] += steps
+        if isinstance(x, np.ndarray) and x.ndim >= 2:
+            entry["samples"] += len(x)
+            if sum(len(b) for b in self._batch_images) < 200_000:
+                self._batch_images.append(np.array(x, copy=True))
+        if sum(len(b) for b in self._batch_images) >= 10_000:
+            self.flush_batch_training()
+
+    def flush_batch_training(self, *_: Any) -> None:
+        """Write what train_on_batch / custom loops did since the last flush (after every cell)."""
+        if not self._batch_training:
+            return
+        try:
+            images = np.concatenate(self._batch_images) if self._batch_images else None
+        except ValueError:  # batches of different shapes
+            images = None
+        self._batch_images = []
+        name = None
+        if images is not None and len(images):
+            self._hashed_batches = getattr(self, "_hashed_batches", 0) + 1
+            signatures = image_signatures(images)
+            extra = {"signatures": signatures} if signatures is not None else {}
+            name = self.rec.arrays(f"batch_training_{self._hashed_batches}", hashes=image_hashes(images), **extra)
+        for (route, number), entry in self._batch_training.items():
+            self.rec.event("batch_training", route=route, number=number, **entry, total_steps=self.steps,
+                           train_hashes=name if route == "train_on_batch" else None)
+        self._batch_training = {}
+
+    def flush_after_each_cell(self) -> None:
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return
+        shell = get_ipython()
+        if shell is not None:
+            shell.events.register("post_run_cell", self.flush_batch_training)
 
     def trace_train_test_split(self) -> None:
         try:
@@ -581,6 +756,18 @@ class Harness:
 
 
 # ---------------------------------------------------------------- small helpers
+class TrainingBudgetExhausted(RuntimeError):
+    """Every optimizer step the grading budget allows has been taken."""
+
+
+def _iterations(optimizer: Any) -> int | None:
+    """An optimizer's step counter (Keras 3: `iterations`), or None."""
+    try:
+        return int(optimizer.iterations.numpy())
+    except Exception:  # noqa: BLE001 - no optimizer yet, another kind of object
+        return None
+
+
 def _take_key(key_file: str | None) -> bytes | None:
     """Read the signing key and delete its file, so the student's cells cannot read it."""
     if not key_file:

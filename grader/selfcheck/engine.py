@@ -141,7 +141,8 @@ class Outcome:
 
 
 def self_check_steps(load_test_hashes: Callable[[StudentRun], np.ndarray | None]) -> list[pipeline.Step]:
-    """The grader's own steps, minus the trusted evaluation (only a hidden check reads it).
+    """The grader's own steps, minus the trusted evaluation and the cross-checks (hidden checks and
+    grader.integrity read them; both need the grader's own data).
 
     The grader's test-set hashes are loaded just before judging: a self-check reads them from the
     Keras cache that the notebook itself filled.
@@ -153,7 +154,7 @@ def self_check_steps(load_test_hashes: Callable[[StudentRun], np.ndarray | None]
 
     steps: list[pipeline.Step] = []
     for step in pipeline.STEPS:
-        if step is pipeline.evaluate_model:
+        if step in (pipeline.evaluate_model, pipeline.cross_check):  # need the grader's own data
             continue
         if step is pipeline.judge_checks:
             steps.append(find_test_set)
