@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from grader.checks import FAIL, KINDS, MANUAL, NOT_RUN, PASS, CheckContext, Observation
-from grader.checks.training import accuracy_threshold
-from grader.evaluate import ModelEvaluation
-from grader.spec import load_spec
+from grader.judge.checks import FAIL, KINDS, MANUAL, NOT_RUN, PASS, CheckContext, Observation
+from grader.judge.checks.training import accuracy_threshold
+from grader.evidence.evaluate import ModelEvaluation
+from grader.assignment.spec import load_spec
 from evidence_builder import (
     SLIDES_PARAMS,
     EvidenceBuilder,

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from review_fixtures import ROOT, build_reviewable_class
-from grader.review_app import ReviewServer
+from grader.review.app import ReviewServer
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from grader import seccomp
-from grader.launch import KERNEL_DIR, KernelJob, LocalLauncher
-from grader.sandbox import BwrapLauncher, SandboxLimits, SandboxPolicy, probe_layers
+from grader.isolation import seccomp
+from grader.isolation.launch import KERNEL_DIR, KernelJob, LocalLauncher
+from grader.isolation.sandbox import BwrapLauncher, SandboxLimits, SandboxPolicy, probe_layers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,7 +114,7 @@ open(os.path.join({str(job.cwd)!r}, "written.txt"), "w").write("ok")
 
 
 def test_without_any_layer_grading_is_refused_unless_asked(monkeypatch):
-    import grader.sandbox as sandbox
+    import grader.isolation.sandbox as sandbox
     from grader.errors import ExecutionSetupError
 
     monkeypatch.setattr(sandbox, "probe_layers", lambda: [sandbox.LayerReport("bubblewrap", False, "missing")])
