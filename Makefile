@@ -53,7 +53,7 @@ grade: venv
 # The file students download. Expected values come from the quick reference run on the real data
 # (run once, cached); while the reference's sources are unchanged, the embedded ones are reused.
 selfcheck: venv
-	$(BIN)/python -m grader.bundle
+	$(BIN)/python -m grader.selfcheck.bundle
 
 lock: venv
 	{ echo '# Exact versions `make setup` installs (pip freeze of a working venv, Python 3.11, x86_64).'; \

@@ -42,9 +42,9 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from grader.machine import cpu_count  # noqa: E402
-from grader.paths import CACHE_ROOT, DATA_HOME  # noqa: E402
-from grader.spec import load_spec  # noqa: E402
+from grader.isolation.machine import cpu_count  # noqa: E402
+from grader.assignment.paths import CACHE_ROOT, DATA_HOME  # noqa: E402
+from grader.assignment.spec import load_spec  # noqa: E402
 
 ASSIGNMENT = "kadai8"
 

@@ -34,10 +34,10 @@ import tensorflow as tf
 gpus = tf.config.list_physical_devices("GPU")
 print("TensorFlow", tf.__version__, "sees", gpus)
 assert gpus, "TensorFlow does not see the GPU"
-from grader.machine import gpu_available
-from grader.commands.grade import default_budget
-from grader.paths import PROJECT_ROOT
-from grader.spec import load_spec
+from grader.isolation.machine import gpu_available
+from grader.batch.grade import default_budget
+from grader.assignment.paths import PROJECT_ROOT
+from grader.assignment.spec import load_spec
 assert gpu_available()
 print("default budget:", default_budget(load_spec(PROJECT_ROOT, "kadai8")))
 EOF

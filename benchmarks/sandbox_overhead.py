@@ -20,14 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from grader.commands import grade
-from grader.launch import KernelJob, LocalLauncher
-from grader.paths import CACHE_ROOT, DATA_HOME, PROJECT_ROOT
+from grader.batch import grade
+from grader.isolation.launch import KernelJob, LocalLauncher
+from grader.assignment.paths import CACHE_ROOT, DATA_HOME, PROJECT_ROOT
 
 
 def launch_cost(rounds: int = 8) -> tuple[float, float]:
     """Median seconds to set up a job, run `python -c "import numpy"` in it and tear it down."""
-    from grader.sandbox import SandboxLimits, SandboxPolicy, choose_launcher
+    from grader.isolation.sandbox import SandboxLimits, SandboxPolicy, choose_launcher
 
     def median_seconds(launcher) -> float:
         times = []

@@ -11,7 +11,7 @@ from typing import Any
 # Student-level statuses. Every status except invalid/grader_error still has graded checks.
 GRADED, ERROR, TIMEOUT, KERNEL_DIED, INVALID, GRADER_ERROR = (
     "graded", "error", "timeout", "kernel_died", "invalid", "grader_error")
-# Integrity findings (grader.integrity): the automatic points are held until a TA accepts or rejects.
+# Integrity findings (grader.judge.integrity): the automatic points are held until a TA accepts or rejects.
 FLAGGED = "flagged"
 
 
@@ -51,7 +51,7 @@ class StudentResult:
     lang: str = "ja"
     answers: dict[str, str] = field(default_factory=dict)  # written answers (考察) by check id, for the TA
     submission: dict[str, Any] | None = None  # from `grader pull`: submitted_at, late, late_by_s, original_name
-    # grader.integrity: {ok, findings: [{id, source, message, detail}], checked, seconds, key}, and once
+    # grader.judge.integrity: {ok, findings: [{id, source, message, detail}], checked, seconds, key}, and once
     # published while flagged: held_points, status_before, review (a TA's decision, or None)
     integrity: dict[str, Any] | None = None
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.data import make_synthetic_dataset, write_dataset
+from grader.assignment.data import make_synthetic_dataset, write_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "notebooks"
@@ -67,7 +67,7 @@ def test_project(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def graded_batch(tmp_path_factory, tiny_keras_home, test_project, reference_cache):
     """Grade every fixture notebook once: {student id: StudentResult}, plus the output folder."""
-    from grader.commands import grade
+    from grader.batch import grade
 
     submissions = tmp_path_factory.mktemp("submissions")
     for notebook in FIXTURES.glob("*.ipynb"):
@@ -105,7 +105,7 @@ def reference_cache(tmp_path_factory) -> Path:
 
 # ---------------------------------------------------------------- the hostile batch
 ATTACKS = ROOT / "tests" / "fixtures" / "attacks"
-# Names a class folder may hold that are never graded (grader.student_ids): impostor with a trailing
+# Names a class folder may hold that are never graded (grader.assignment.student_ids): impostor with a trailing
 # full-width space, a newline, the grader's own file names, and two pairs that would be one id.
 REFUSED_NAMES = ("s2601001\u3000.ipynb", "s2601002\n.ipynb", "index.html.ipynb", "grades.csv.ipynb",
                  "submissions.json.ipynb", "dup.ipynb", "dup/dup.ipynb", "Twin.ipynb", "twin.ipynb")
@@ -122,7 +122,7 @@ class AttackRun:
 
 
 def strongest_layer() -> str:
-    from grader.sandbox import probe_layers
+    from grader.isolation.sandbox import probe_layers
 
     return next((r.name for r in probe_layers() if r.works), "")
 
@@ -155,7 +155,7 @@ class MemoryWatch:
     """The lowest MemAvailable seen while the batch runs (sampled every 0.2 s)."""
 
     def __init__(self) -> None:
-        from grader.machine import available_memory_mb
+        from grader.isolation.machine import available_memory_mb
 
         self.read = available_memory_mb
         self.start = self.lowest = self.read() or 0

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from grader.evidence import Evidence
+from grader.evidence.reader import Evidence
 from grader.kernel.grader_kernel import EVENTS_FILE, image_hashes, source_hashes, summarize_array
 
 NUM_CLASSES = 10

@@ -22,15 +22,15 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 from PIL import Image
 
 from evidence_builder import Data, pipeline
-from grader.evaluate import ModelEvaluation
-from grader.launch import LocalLauncher
-from grader.execute import CellError, ExecutionResult
-from grader.checks import DatasetHashes
+from grader.evidence.evaluate import ModelEvaluation
+from grader.isolation.launch import LocalLauncher
+from grader.engine.execute import CellError, ExecutionResult
+from grader.judge.checks import DatasetHashes
 from grader.kernel.grader_kernel import source_hashes
-from grader.pipeline import ReferenceRun, Session, StudentRun, Submission, build_result, judge_checks
-from grader.report import write_class_outputs, write_student_report
+from grader.engine.pipeline import ReferenceRun, Session, StudentRun, Submission, build_result, judge_checks
+from grader.report.pages import write_class_outputs, write_student_report
 from grader.results import INVALID, StudentResult
-from grader.spec import load_spec
+from grader.assignment.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_ACCURACY = 0.6123  # quick budget: threshold = 0.6123 - 0.15 = 0.4623

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from report_fixtures import build_class
 from grader import __version__
-from grader.gradebook import Gradebook
+from grader.gradebook.store import Gradebook
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from grader.checks import FAIL, KINDS, MANUAL, NOT_RUN, PASS, CheckContext, Observation
-from grader.checks.training import accuracy_threshold
-from grader.evaluate import ModelEvaluation
-from grader.spec import load_spec
+from grader.judge.checks import FAIL, KINDS, MANUAL, NOT_RUN, PASS, CheckContext, Observation
+from grader.judge.checks.training import accuracy_threshold
+from grader.evidence.evaluate import ModelEvaluation
+from grader.assignment.spec import load_spec
 from evidence_builder import (
     SLIDES_PARAMS,
     EvidenceBuilder,
@@ -636,7 +636,7 @@ def test_validation_given_as_a_generator_is_recognised(tmp_path, reference) -> N
 
 # ---------------------------------------------------------------- which data set
 def _dataset_hashes(data=DATA):
-    from grader.checks import DatasetHashes
+    from grader.judge.checks import DatasetHashes
     from grader.kernel.grader_kernel import source_hashes
 
     return DatasetHashes(train=source_hashes(data.x_train), test=source_hashes(data.x_test))
@@ -691,7 +691,7 @@ def test_keras3_api_fails_when_the_bridge_was_used_and_names_the_apis(tmp_path, 
 
 
 def test_bridged_apis_become_notes_saying_what_to_write_instead(tmp_path) -> None:
-    from grader.compat_notes import bridge_notes
+    from grader.judge.compat_notes import bridge_notes
 
     ev = (EvidenceBuilder(tmp_path).bridge("Model.fit_generator").bridge("Model.fit_generator")
           .bridge("keras.layers.convolutional").build())
@@ -703,7 +703,7 @@ def test_bridged_apis_become_notes_saying_what_to_write_instead(tmp_path) -> Non
 def test_import_notes_tell_colab_packages_from_others() -> None:
     from types import SimpleNamespace
 
-    from grader.compat_notes import import_notes
+    from grader.judge.compat_notes import import_notes
 
     errors = [SimpleNamespace(ename="ModuleNotFoundError", evalue="No module named 'japanize_matplotlib'"),
               SimpleNamespace(ename="ModuleNotFoundError", evalue="No module named 'xgboost'"),
@@ -717,7 +717,7 @@ def test_import_notes_tell_colab_packages_from_others() -> None:
 # ---------------------------------------------------------------- trusted evaluation's input scale
 def test_trusted_evaluation_feeds_test_images_on_the_scale_the_generator_yielded(tmp_path) -> None:
     """rescale=1/255 on raw pixels: the model trained on 0–1, so the test set goes in as 0–1."""
-    from grader.evaluate import input_scale_for
+    from grader.evidence.evaluate import input_scale_for
 
     raw = preprocess(DATA.x_train, scaled=False)
     b = EvidenceBuilder(tmp_path).datagen(1, rotation_range=90, rescale=1 / 255)

@@ -1,4 +1,4 @@
-"""The static scan of submitted code (grader.code_scan): each way of reaching into the grader or the
+"""The static scan of submitted code (grader.judge.code_scan): each way of reaching into the grader or the
 runtime is found, and no honest notebook we have produces a single finding."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from grader.code_scan import RULES, scan_notebook, scan_source
+from grader.judge.code_scan import RULES, scan_notebook, scan_source
 
 ROOT = Path(__file__).resolve().parent.parent
 HONEST = sorted([*ROOT.glob("tests/fixtures/notebooks/*.ipynb"), *ROOT.glob("submissions/*.ipynb"),

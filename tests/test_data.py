@@ -1,4 +1,4 @@
-"""Tests for grader.data: real files in tmp_path, no network, no real npm."""
+"""Tests for grader.assignment.data: real files in tmp_path, no network, no real npm."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grader import data
-from grader.data import (
+from grader.assignment import data
+from grader.assignment.data import (
     DATA_FILES,
     PRIVATE_FILES,
     SPLIT_FILE,

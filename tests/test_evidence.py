@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import grader.evidence
-from grader.evidence import Evidence, regular_file
+import grader.evidence.reader
+from grader.evidence.reader import Evidence, regular_file
 from grader.kernel.grader_kernel import EVENTS_FILE, image_hashes, summarize_array
 from evidence_builder import EvidenceBuilder, pipeline, preprocess, synthetic_data
 
@@ -84,14 +84,14 @@ def test_dangling_symlinked_events_file_is_ignored(tmp_path) -> None:
 
 def test_oversized_events_file_is_ignored(tmp_path, monkeypatch) -> None:
     small(tmp_path).write()
-    monkeypatch.setattr(grader.evidence, "MAX_EVENTS_BYTES", 100)
+    monkeypatch.setattr(grader.evidence.reader, "MAX_EVENTS_BYTES", 100)
     ev = Evidence.load(tmp_path)
     assert ev.events == [] and ev.problems == ["events file is not a plain file or is too large"]
 
 
 def test_too_many_events_are_cut_off(tmp_path, monkeypatch) -> None:
     small(tmp_path).write()
-    monkeypatch.setattr(grader.evidence, "MAX_EVENTS", 2)
+    monkeypatch.setattr(grader.evidence.reader, "MAX_EVENTS", 2)
     ev = Evidence.load(tmp_path)
     assert [e["kind"] for e in ev.events] == ["harness_ready", "datagen"]
     assert ev.problems == ["too many events; the rest were ignored"]
@@ -200,7 +200,7 @@ def test_symlinked_array_is_ignored(tmp_path) -> None:
 def test_oversized_array_file_is_ignored(tmp_path, monkeypatch) -> None:
     ev = small(tmp_path).build()
     assert ev.arrays("batch_flow1.npz")
-    monkeypatch.setattr(grader.evidence, "MAX_ARRAY_FILE_BYTES", 100)
+    monkeypatch.setattr(grader.evidence.reader, "MAX_ARRAY_FILE_BYTES", 100)
     assert ev.arrays("batch_flow1.npz") == {}
     assert ev.safe_path("batch_flow1.npz") is None
     assert ev.safe_path("batch_flow1.npz", max_bytes=10**9) is not None
@@ -210,7 +210,7 @@ def test_array_that_inflates_too_much_is_refused(tmp_path, monkeypatch) -> None:
     ev = small(tmp_path).build()
     np.savez_compressed(tmp_path / "hashes_1.npz", hashes=np.zeros(1_000_000, dtype=np.uint64))
     assert (tmp_path / "hashes_1.npz").stat().st_size < 100_000  # small on disk, 8 MB inflated
-    monkeypatch.setattr(grader.evidence, "MAX_ARRAY_BYTES", 1_000_000)
+    monkeypatch.setattr(grader.evidence.reader, "MAX_ARRAY_BYTES", 1_000_000)
     assert ev.arrays("hashes_1.npz") == {}
     assert ev.problems and "uncompressed" in ev.problems[0]
 

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from grader.calibration import calibration_path, load_calibration, save_calibration, summarize
-from grader.checks.training import threshold_for
-from grader.commands.grade import apply_manual_scores, plan_batch, rejudge_accuracy, report_key
-from grader.gradebook import GRADEBOOK_FILE, Gradebook, batch_inputs, input_fingerprint
-from grader.machine import available_memory_mb, default_jobs, threads_per_job
-from grader.pipeline import Submission, threshold_summary
-from grader.progress import PlainProgress, format_seconds
+from grader.engine.calibration import calibration_path, load_calibration, save_calibration, summarize
+from grader.judge.checks.training import threshold_for
+from grader.batch.grade import apply_manual_scores, plan_batch, rejudge_accuracy, report_key
+from grader.gradebook.store import GRADEBOOK_FILE, Gradebook, batch_inputs, input_fingerprint
+from grader.isolation.machine import available_memory_mb, default_jobs, threads_per_job
+from grader.engine.pipeline import Submission, threshold_summary
+from grader.batch.progress import PlainProgress, format_seconds
 from grader.results import StudentResult
-from grader.spec import load_spec
-from grader.verdicts import not_run_results
-from grader.workroot import OWNER_FILE, clean_stale_work_roots, exclusive_output, mounts_under, work_root
+from grader.assignment.spec import load_spec
+from grader.judge.verdicts import not_run_results
+from grader.isolation.workroot import OWNER_FILE, clean_stale_work_roots, exclusive_output, mounts_under, work_root
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = load_spec(ROOT, "kadai8")
@@ -105,7 +105,7 @@ def test_a_run_left_running_by_a_dead_grader_becomes_interrupted(book):
 def test_a_committed_result_survives_the_process_being_killed(tmp_path):
     """A writer killed with SIGKILL right after a commit: the row is there for the next reader."""
     script = (f"import sys, os, signal; sys.path.insert(0, {str(ROOT)!r})\n"
-              "from pathlib import Path\nfrom grader.gradebook import Gradebook\n"
+              "from pathlib import Path\nfrom grader.gradebook.store import Gradebook\n"
               "from tests.test_gradebook import make_result\n"
               f"book = Gradebook.open(Path({str(tmp_path)!r}))\n"
               "run = book.start_run(assignment='kadai8', budget='quick', jobs=1, threads=1, grader_version='t')\n"
@@ -319,7 +319,7 @@ def test_one_grader_at_a_time_per_output_folder(tmp_path):
     with exclusive_output(tmp_path):
         holder = subprocess.run([sys.executable, "-c", (
             f"import sys; sys.path.insert(0, {str(ROOT)!r})\nfrom pathlib import Path\n"
-            "from grader.workroot import exclusive_output\n"
+            "from grader.isolation.workroot import exclusive_output\n"
             f"with exclusive_output(Path({str(tmp_path)!r})): pass\n")], capture_output=True, text=True)
         assert holder.returncode != 0 and "another grader" in holder.stderr
     with exclusive_output(tmp_path):  # released

@@ -20,9 +20,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from grader.commands import grade
-from grader.gradebook import GRADEBOOK_FILE, Gradebook
-from grader.workroot import OWNER_FILE, mounts_under
+from grader.batch import grade
+from grader.gradebook.store import GRADEBOOK_FILE, Gradebook
+from grader.isolation.workroot import OWNER_FILE, mounts_under
 
 from conftest import FIXTURES, ROOT
 

@@ -15,14 +15,14 @@ import pytest
 
 from evidence_builder import EvidenceBuilder, Data, one_hot, pipeline, preprocess, synthetic_data
 from review_fixtures import ROOT, build_reviewable_class
-from grader.evaluate import ModelEvaluation, gap_statistic, predict_timeout
-from grader.gradebook import Gradebook
-from grader.integrity import accuracy_gap, check_integrity, evidence_findings, hold_for_review, model_findings
+from grader.evidence.evaluate import ModelEvaluation, gap_statistic, predict_timeout
+from grader.gradebook.store import Gradebook
+from grader.judge.integrity import accuracy_gap, check_integrity, evidence_findings, hold_for_review, model_findings
 from grader.kernel.grader_kernel import image_hashes, image_signatures
-from grader.known_data import GraderData, nearest
-from grader.report import render_student_report
-from grader.review_app import create_app
-from grader.review_store import ReviewStore, republish
+from grader.assignment.known_data import GraderData, nearest
+from grader.report.pages import render_student_report
+from grader.review.app import create_app
+from grader.review.store import ReviewStore, republish
 
 QUICK = {"name": "quick", "max_epochs": 1, "max_steps_per_epoch": 30, "max_validation_samples": 500, "max_total_steps": 90}
 PARAMS = {"gap_z": 4.0, "trained_on_test_min": 10}
@@ -268,7 +268,7 @@ def test_a_ta_rejects_then_accepts_with_reasons_kept_in_the_review_log(review) -
 
 
 def test_model_architecture_counts_the_saved_models_parameters(tmp_path) -> None:
-    from grader.checks import KINDS, CheckContext
+    from grader.judge.checks import KINDS, CheckContext
 
     data = synthetic_data()
     reference = pipeline(tmp_path / "reference", data).build()

@@ -16,12 +16,12 @@ import nbformat
 import pytest
 
 from conftest import FIXTURES, ROOT
-from grader.data import load_dataset
-from grader.evaluate import ModelEvaluation
-from grader.evidence import Evidence
-from grader.integrity import check_integrity
-from grader.known_data import GraderData
-from grader.spec import load_spec
+from grader.assignment.data import load_dataset
+from grader.evidence.evaluate import ModelEvaluation
+from grader.evidence.reader import Evidence
+from grader.judge.integrity import check_integrity
+from grader.assignment.known_data import GraderData
+from grader.assignment.spec import load_spec
 
 pytestmark = pytest.mark.slow
 FORGERY = ROOT / "tests" / "fixtures" / "forgery"

@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 COLAB_EVERYDAY = {"numpy": "numpy", "pandas": "pandas", "seaborn": "seaborn", "sklearn": "scikit-learn",
                   "matplotlib": "matplotlib", "cv2": "opencv-python-headless", "PIL": "pillow", "scipy": "scipy",
                   "tqdm": "tqdm"}
-TRUSTED_MODULES = ("grader.cli", "grader.commands.grade", "grader.commands.check", "grader.commands.review",
-                   "grader.pipeline", "grader.report", "grader.figures", "grader.review_app", "grader.compat_notes",
-                   "grader.checks", "grader.evaluate", "grader.selfcheck.engine")
+TRUSTED_MODULES = ("grader.cli", "grader.batch.grade", "grader.selfcheck.project", "grader.commands.review",
+                   "grader.engine.pipeline", "grader.report", "grader.report.figures", "grader.review.app", "grader.judge.compat_notes",
+                   "grader.judge.checks", "grader.evidence.evaluate", "grader.selfcheck.engine")
 
 
 def locked_versions() -> dict[str, str]:

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from grader import figures, report
-from grader.render_notebook import merge_streams, png_bytes, render_notebook, sanitize_html, terminal_text
+from grader.report import figures
+from grader.report import pages as report
+from grader.report.render_notebook import merge_streams, png_bytes, render_notebook, sanitize_html, terminal_text
 from grader.results import StudentResult
 from report_fixtures import ATTACKS, DISCUSSION, THRESHOLD_TEXT, build_class, png_b64
 

@@ -8,8 +8,8 @@ import re
 import pytest
 
 from review_fixtures import ROOT, build_reviewable_class
-from grader.review_app import COOKIE, create_app
-from grader.review_store import ReviewStore, republish
+from grader.review.app import COOKIE, create_app
+from grader.review.store import ReviewStore, republish
 
 TOKEN = "test-token-123"
 DISCUSSION = "discussion.answered"

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from review_fixtures import ROOT, build_reviewable_class
-from grader.review_app import ReviewServer
+from grader.review.app import ReviewServer
 
 pytestmark = pytest.mark.slow
 
@@ -98,8 +98,8 @@ def test_nothing_a_notebook_wrote_can_script_the_review_app(attack_run, test_pro
     """The review_script notebook left a script in its outputs, an HTML page in its evidence (vouched for
     by the recorder) and links to that page. The TA opens the class, the student, the report and clicks
     the link: the gradebook is unchanged and no script of the student's ran."""
-    from grader.gradebook import Gradebook
-    from grader.review_store import ReviewStore
+    from grader.gradebook.store import Gradebook
+    from grader.review.store import ReviewStore
 
     out = attack_run.summary.out_dir
     planted = out / "review_script" / "evidence" / "evil.html"  # as if an older grader had exported it

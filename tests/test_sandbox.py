@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from grader import seccomp
-from grader.launch import KERNEL_DIR, KernelJob, LocalLauncher
-from grader.sandbox import BwrapLauncher, SandboxLimits, SandboxPolicy, probe_layers
+from grader.isolation import seccomp
+from grader.isolation.launch import KERNEL_DIR, KernelJob, LocalLauncher
+from grader.isolation.sandbox import BwrapLauncher, SandboxLimits, SandboxPolicy, probe_layers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,7 +115,7 @@ open(os.path.join({str(job.cwd)!r}, "written.txt"), "w").write("ok")
 
 
 def test_without_any_layer_grading_is_refused_unless_asked(monkeypatch):
-    import grader.sandbox as sandbox
+    import grader.isolation.sandbox as sandbox
     from grader.errors import ExecutionSetupError
 
     monkeypatch.setattr(sandbox, "probe_layers", lambda: [sandbox.LayerReport("bubblewrap", False, "missing")])
@@ -158,13 +158,13 @@ def test_memfd_pages_beyond_the_job_limit_are_killed_and_counted(tmp_path):
 
 
 def launcher_cgroups():
-    from grader.cgroups import detect
+    from grader.isolation.cgroups import detect
 
     return detect()[0]
 
 
 def test_cgroup_files_are_parsed_for_both_hierarchies(tmp_path):
-    from grader.cgroups import _own_dir, own_groups, read_mounts
+    from grader.isolation.cgroups import _own_dir, own_groups, read_mounts
 
     (tmp_path / "mountinfo").write_text(
         "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"

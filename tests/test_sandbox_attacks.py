@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from grader.sandbox import FIRST_SANDBOX_UID, UID_LOCK_DIR
+from grader.isolation.sandbox import FIRST_SANDBOX_UID, UID_LOCK_DIR
 from conftest import ATTACKS, JAPANESE_NAMES, REFUSED_NAMES, TEST_DISK_MB, TEST_MEMORY_MB, strongest_layer
 
 pytestmark = pytest.mark.slow
@@ -171,7 +171,7 @@ def uid_in_use(uid: int) -> bool:
 
 
 def grader_alive(work_root: str) -> bool:
-    """A work root whose owner lock is held belongs to a grader that is still running (grader.workroot)."""
+    """A work root whose owner lock is held belongs to a grader that is still running (grader.isolation.workroot)."""
     owner = Path(work_root) / ".grader-owner"
     try:
         with open(owner, "rb") as handle:
@@ -193,7 +193,7 @@ def test_no_process_of_any_job_outlives_the_batch(attack_batch):
     ours = "|".join(p.stem for p in ATTACKS.glob("*.ipynb"))
     left = [m for m in re.findall(rf" (/tmp/grader-[^/ ]+)/(?:{ours})-\S+ tmpfs ", mounts) if not grader_alive(m)]
     assert left == []  # every job folder unmounted (another helper's batch still running is not ours)
-    from grader.cgroups import PARENT_NAME
+    from grader.isolation.cgroups import PARENT_NAME
 
     groups = [p for p in Path("/sys/fs/cgroup").glob(f"**/{PARENT_NAME}/job-*") if not uid_in_use(int(p.name[4:]))]
     assert groups == []  # every job's cgroup removed
@@ -222,8 +222,8 @@ def test_the_grader_never_runs_as_the_student(attack_batch):
 
 
 def test_a_kernel_sees_no_file_of_the_host_but_system_interpreter_data_and_its_own(attack_run, test_project):
-    from grader.launch import KERNEL_DIR
-    from grader.sandbox import interpreter_paths
+    from grader.isolation.launch import KERNEL_DIR
+    from grader.isolation.sandbox import interpreter_paths
     from conftest import ROOT
 
     summary = attack_run.summary
@@ -243,7 +243,7 @@ def test_a_kernel_sees_no_file_of_the_host_but_system_interpreter_data_and_its_o
 
 
 def test_display_updates_comms_and_repeated_errors_stay_under_the_output_cap(attack_run):
-    from grader.execute import TRUNCATION_NOTE
+    from grader.engine.execute import TRUNCATION_NOTE
 
     result, summary = attack_run.results["display_flood"], attack_run.summary
     executed_path = summary.out_dir / "display_flood" / "executed.ipynb"

@@ -22,16 +22,16 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from evidence_builder import VARIANTS, reference_like, synthetic_data, variant
-from grader import bundle
-from grader.checks import CheckContext
+from grader.selfcheck import bundle
+from grader.judge.checks import CheckContext
 from grader.errors import ConfigError
 from grader.selfcheck import diagnose
 from grader.selfcheck.engine import (
     PUBLIC_FIELDS, SUMMARY_KEYS, load_public_spec, public_events, public_reference, public_spec,
 )
 from grader.selfcheck.text import Printer
-from grader.spec import load_spec
-from grader.verdicts import judge_all
+from grader.assignment.spec import load_spec
+from grader.judge.verdicts import judge_all
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = load_spec(ROOT, "kadai8")
@@ -48,12 +48,13 @@ COLAB_IMPORTS = {"numpy", "nbformat", "nbclient", "jupyter_client", "grader"}
 # ---------------------------------------------------------------- what ships
 def test_the_bundle_holds_the_graders_own_modules_and_nothing_instructor_only():
     files = bundle.bundle_files()
-    for needed in ("grader/pipeline.py", "grader/execute.py", "grader/launch.py", "grader/evidence.py",
-                   "grader/verdicts.py", "grader/messages.toml", "grader/spec.py", "grader/checks/generator.py",
-                   "grader/checks/training.py", "grader/kernel/grader_kernel.py", "grader/selfcheck/engine.py"):
+    for needed in ("grader/engine/pipeline.py", "grader/engine/execute.py", "grader/isolation/launch.py",
+                   "grader/evidence/reader.py", "grader/judge/verdicts.py", "grader/i18n/messages.toml",
+                   "grader/assignment/spec.py", "grader/judge/checks/generator.py",
+                   "grader/judge/checks/training.py", "grader/kernel/grader_kernel.py", "grader/selfcheck/engine.py"):
         assert needed in files
-    for instructor_only in ("grader/reference.py", "grader/report.py", "grader/cli.py", "grader/bundle.py",
-                            "grader/commands/grade.py", "grader/kernel/predict.py"):
+    for instructor_only in ("grader/engine/reference.py", "grader/report/pages.py", "grader/cli.py",
+                            "grader/selfcheck/bundle.py", "grader/batch/grade.py", "grader/kernel/predict.py"):
         assert instructor_only not in files
     assert not any(name.endswith((".ipynb", "spec.toml")) for name in files)
 

@@ -21,12 +21,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from grader import bundle
-from grader.data import fingerprint
-from grader.evidence import Evidence
-from grader.reference import cache_key
+from grader.selfcheck import bundle
+from grader.assignment.data import fingerprint
+from grader.evidence.reader import Evidence
+from grader.engine.reference import cache_key
 from grader.selfcheck.engine import public_events
-from grader.spec import load_spec
+from grader.assignment.spec import load_spec
 
 import selfcheck_venv
 
@@ -130,7 +130,7 @@ def test_selfcheck_explains_the_slides_keras2_import_and_the_float_steps(selfche
 @pytest.mark.parametrize("student", ["correct", "batch32"])
 def test_grader_check_agrees_too_and_writes_a_report_beside_the_notebook(
         graded_batch, student, tmp_path, test_project, tiny_keras_home, reference_cache):
-    from grader.commands import check
+    from grader.selfcheck import project as check
 
     notebook = tmp_path / f"{student}.ipynb"
     shutil.copy(FIXTURES / f"{student}.ipynb", notebook)

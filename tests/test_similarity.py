@@ -1,4 +1,4 @@
-"""Code similarity (grader.similarity, copydetect winnowing): renamed copies flag, the template and
+"""Code similarity (grader.similarity.compare, copydetect winnowing): renamed copies flag, the template and
 independent solutions do not; the command writes similarity.json, side-by-side pages and a class-page section."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import nbformat
 
-from grader import similarity as sim
-from grader.commands import similarity as command
+from grader.similarity import compare as sim
+from grader.similarity import pages as command
 from grader.results import StudentResult
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grader.checks import ERROR, FAIL, KINDS, MANUAL, NOT_RUN, PASS, CheckContext, Observation
+from grader.judge.checks import ERROR, FAIL, KINDS, MANUAL, NOT_RUN, PASS, CheckContext, Observation
 from grader.errors import ConfigError
-from grader.spec import CheckSpec, Text, load_spec, parse_spec
-from grader.verdicts import MESSAGES, judge, judge_all, not_run_results, observe, reason_catalog, reason_text
+from grader.assignment.spec import CheckSpec, Text, load_spec, parse_spec
+from grader.judge.verdicts import MESSAGES, judge, judge_all, not_run_results, observe, reason_catalog, reason_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_FILE = ROOT / "assignments" / "kadai8" / "spec.toml"
-SOURCES = sorted((ROOT / "grader" / "checks").glob("*.py")) + [ROOT / "grader" / "verdicts.py"]
+SOURCES = sorted((ROOT / "grader" / "judge" / "checks").glob("*.py")) + [ROOT / "grader" / "judge" / "verdicts.py"]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Student ids (grader.student_ids): kept as written, refused with a reason, never clashing with
+"""Student ids (grader.assignment.student_ids): kept as written, refused with a reason, never clashing with
 each other or with anything the grader writes at OUT's top level."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from conftest import FIXTURES, ROOT
 from grader import student_ids
-from grader.commands.grade import scan_submissions
+from grader.batch.grade import scan_submissions
 
 
 @pytest.mark.parametrize("name", ["s2601001", "課題8_山田太郎", "課題8_佐藤花子", "Taro Yamada", "ｶﾀｶﾅ", "a.b", "s-1_2"])
@@ -62,9 +62,9 @@ def test_a_submissions_folder_is_scanned_into_submissions_and_refusals(tmp_path)
 
 def test_everything_grade_review_and_similarity_write_at_the_top_level_is_reserved(graded_batch, tmp_path):
     """Enumerates OUT after grade, a review save (republish) and similarity: no student can be named
-    like any of it. A new top-level file must get a reserved name (see grader.student_ids)."""
+    like any of it. A new top-level file must get a reserved name (see grader.assignment.student_ids)."""
     from grader.commands import similarity
-    from grader.review_app import create_app
+    from grader.review.app import create_app
 
     results, summary = graded_batch
     out = tmp_path / "out"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grader.data import DataInfo, provision
+from grader.assignment.data import DataInfo, provision
 
 
 def main(*, keras_home: Path, try_keras_download: bool = True) -> DataInfo:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from grader.errors import ExecutionSetupError
-from grader.sandbox import LayerReport, SandboxLimits, SandboxPolicy, choose_launcher, probe_layers
+from grader.isolation.sandbox import LayerReport, SandboxLimits, SandboxPolicy, choose_launcher, probe_layers
 
 
 @dataclass

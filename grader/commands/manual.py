@@ -1,6 +1,6 @@
 """`grader manual`: record a TA's score for one check of one student (e.g. the 考察), or list them.
 
-Scores live in the gradebook's own table (grader.gradebook), keyed by student and check; grading
+Scores live in the gradebook's own table (grader.gradebook.store), keyed by student and check; grading
 never writes it, and every `grade` applies them on top of the automatic result, so they survive
 regrades. Recording one re-renders that student's report and the class pages at once (nothing is
 executed).
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.errors import ConfigError
-from grader.gradebook import GRADEBOOK_FILE, Gradebook, ManualScore
-from grader.review_store import ReviewStore, republish
-from grader.spec import load_spec
+from grader.gradebook.store import GRADEBOOK_FILE, Gradebook, ManualScore
+from grader.review.store import ReviewStore, republish
+from grader.assignment.spec import load_spec
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""`grader review`: the TA review web app for a graded class (see grader.review_app).
+"""`grader review`: the TA review web app for a graded class (see grader.review.app).
 
 Binds 127.0.0.1 only; prints `http://127.0.0.1:PORT/?token=…` (a fresh secrets.token_urlsafe per
 start) and serves until Ctrl-C.
@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Callable
 
 from grader.errors import ConfigError
-from grader.gradebook import GRADEBOOK_FILE
+from grader.gradebook.store import GRADEBOOK_FILE
 
 
 def main(*, out: Path, project_root: Path, assignment: str = "kadai8", port: int = 8808, reviewer: str | None = None,
          on_ready: Callable[[str], None] | None = None) -> None:
-    from grader.review_app import ReviewServer
+    from grader.review.app import ReviewServer
 
     if not (out / GRADEBOOK_FILE).is_file():
         raise ConfigError(f"no gradebook in {out}: grade the class first (grader grade --out {out})")

@@ -17,8 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from grader.student_ids import printable
-from grader.student_ids import problem as student_id_problem
+from grader.assignment.student_ids import printable
+from grader.assignment.student_ids import problem as student_id_problem
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 
@@ -140,7 +140,7 @@ def notebook_findings(path: Path, keras_version: str | None) -> list[Finding]:
     if path.suffix.lower() != ".ipynb":
         found.append(Finding(WARNING, f"拡張子が .ipynb ではありません（{path.name}）。提出するノートブックを指定してください。"))
     name_problem = student_id_problem(path.stem)
-    if name_problem:  # the same rules as `grader pull` / `grade` (grader.student_ids)
+    if name_problem:  # the same rules as `grader pull` / `grade` (grader.assignment.student_ids)
         found.append(Finding(WARNING, f"このファイル名 {printable(path.stem)} のままでは採点で受け付けられません: "
                                       f"{name_problem}。ファイル名を変えて提出してください。"))
     if not raw.strip():

@@ -1,8 +1,8 @@
 """Self-check: run one notebook the way grading does and judge only the visible checks.
 
 One engine, two front ends:
-  * `grader check NOTEBOOK` (grader.commands.check), for those who have the project;
-  * `assignments/<id>/selfcheck.py`, the single file students download. `grader.bundle` generates
+  * `grader check NOTEBOOK` (grader.selfcheck.project), for those who have the project;
+  * `assignments/<id>/selfcheck.py`, the single file students download. `grader.selfcheck.bundle` generates
     it: it embeds this package and every grader module it imports (so the steps, check kinds,
     verdicts and messages are the grader's own), the spec's visible checks only, and the
     reference's *public events*.
@@ -27,15 +27,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from grader import pipeline
-from grader.checks import MANUAL, PASS
+from grader.engine import pipeline
+from grader.judge.checks import MANUAL, PASS
 from grader.errors import ConfigError
-from grader.evaluate import ModelEvaluation
-from grader.evidence import Evidence
-from grader.launch import Launcher
-from grader.pipeline import ReferenceRun, Session, StudentRun, Submission
+from grader.evidence.evaluate import ModelEvaluation
+from grader.evidence.reader import Evidence
+from grader.isolation.launch import Launcher
+from grader.engine.pipeline import ReferenceRun, Session, StudentRun, Submission
 from grader.results import GRADED, StudentResult
-from grader.spec import AssignmentSpec, parse_spec
+from grader.assignment.spec import AssignmentSpec, parse_spec
 
 SELF_CHECK_BUDGET = "quick"
 
@@ -142,7 +142,7 @@ class Outcome:
 
 def self_check_steps(load_test_hashes: Callable[[StudentRun], np.ndarray | None]) -> list[pipeline.Step]:
     """The grader's own steps, minus the trusted evaluation and the cross-checks (hidden checks and
-    grader.integrity read them; both need the grader's own data).
+    grader.judge.integrity read them; both need the grader's own data).
 
     The grader's test-set hashes are loaded just before judging: a self-check reads them from the
     Keras cache that the notebook itself filled.

@@ -91,7 +91,7 @@ async def check(path: Path, *, public: dict[str, Any], events: list[dict[str, An
     """Run the engine on this computer; everything temporary is removed afterwards.
 
     The grader modules (nbclient, nbformat, numpy) are imported only now, after the diagnosis."""
-    from grader.pipeline import Submission
+    from grader.engine.pipeline import Submission
     from grader.selfcheck import engine
 
     work = Path(tempfile.mkdtemp(prefix="selfcheck-"))
@@ -148,7 +148,7 @@ def install_kernel_spec(folder: Path) -> None:
 
 def student_launcher(*, use_gpu: bool):
     from grader.kernel.grader_kernel import CONFIG_ENV
-    from grader.launch import KERNEL_DIR, KernelJob, LocalLauncher
+    from grader.isolation.launch import KERNEL_DIR, KernelJob, LocalLauncher
 
     original_pythonpath = os.environ.get("PYTHONPATH")
 
@@ -194,7 +194,7 @@ def keras_dataset_dirs() -> list[Path]:
 
 def test_hashes(run: Any, work: Path):
     """Hashes of the test images the notebook could load: from the Keras cache, else via Keras."""
-    from grader.data import read_idx
+    from grader.assignment.data import read_idx
     from grader.errors import GraderError
     from grader.kernel.grader_kernel import image_hashes
 

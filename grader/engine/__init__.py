@@ -1,0 +1,1 @@
+"""Grading one notebook: the pipeline's steps, execution in a kernel, the reference run."""

@@ -1,0 +1,1 @@
+"""Words people read, in Japanese and English."""

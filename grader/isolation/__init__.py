@@ -1,0 +1,1 @@
+"""Where untrusted code runs: the launcher seam, the sandbox, seccomp, work folders, machine size."""

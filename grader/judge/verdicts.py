@@ -1,0 +1,77 @@
+"""Turn observations into scored check results with messages, on the trusted side."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from grader.judge.checks import ERROR, FAIL, KINDS, NOT_RUN, PASS, CheckContext, Observation
+from grader.results import CheckResult
+from grader.assignment.spec import AssignmentSpec, CheckSpec
+
+MESSAGES = Path(__file__).resolve().parent.parent / "i18n" / "messages.toml"
+
+
+@cache
+def reason_catalog() -> dict[str, dict[str, str]]:
+    return tomllib.loads(MESSAGES.read_text(encoding="utf-8"))
+
+
+def reason_text(reason: str | None, args: dict[str, Any], lang: str) -> str:
+    if not reason:
+        return ""
+    entry = reason_catalog().get(reason, {})
+    template = entry.get(lang) or entry.get("ja") or reason
+    try:
+        return template.format(**args)
+    except (KeyError, IndexError, ValueError):
+        return template
+
+
+def observe(check: CheckSpec, context: CheckContext) -> Observation:
+    """Run one check kind; a crash in a check is a check `error`, not a lost student."""
+    try:
+        return KINDS[check.kind](context)
+    except Exception as exc:  # noqa: BLE001 - one broken check must not lose the others
+        return Observation(ERROR, reason="check_crashed", reason_args={"error": f"{type(exc).__name__}: {exc}"[:300]})
+
+
+def judge(check: CheckSpec, observation: Observation, lang: str) -> CheckResult:
+    passed = observation.status == PASS
+    parts = []
+    if observation.status == FAIL:  # not_run/error: the reason alone says what happened
+        parts.append(check.fail.get(lang))
+    parts.append(reason_text(observation.reason, observation.reason_args, lang))
+    return CheckResult(
+        id=check.id,
+        status=observation.status,
+        points=check.points if passed else 0,
+        max_points=check.points,
+        message=" ".join(p for p in parts if p),
+        expected=_plain(observation.expected),
+        actual=_plain(observation.actual),
+        title=check.title.get(lang),
+        hint=check.hint.get(lang),
+        visible=check.visible,
+    )
+
+
+def judge_all(spec: AssignmentSpec, make_context, lang: str) -> list[CheckResult]:
+    """`make_context(check)` gives each check its context (params differ per check)."""
+    return [judge(check, observe(check, make_context(check)), lang) for check in spec.checks]
+
+
+def not_run_results(spec: AssignmentSpec, lang: str, why: str) -> list[CheckResult]:
+    return [
+        CheckResult(id=c.id, status=NOT_RUN, points=0, max_points=c.points, message=why,
+                    title=c.title.get(lang), hint=c.hint.get(lang), visible=c.visible)
+        for c in spec.checks
+    ]
+
+
+def _plain(value: Any) -> Any:
+    """Keep expected/actual JSON-safe (tuples → lists, numpy scalars → Python)."""
+    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))

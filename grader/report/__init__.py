@@ -1,0 +1,1 @@
+"""What people read: result.json, report.html, index.html, grades.csv, figures and the rendered notebook."""

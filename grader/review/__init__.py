@@ -1,0 +1,1 @@
+"""The TA review web app."""

@@ -1,0 +1,1 @@
+"""Pairwise code similarity of a class and its side-by-side pages."""
