@@ -80,7 +80,7 @@ def grade(assignment: str, submissions: Path, out: Path, budget: str | None, job
           force: bool, students: tuple[str, ...], lang: str, keras_home: Path, cache: Path, calibration: Path,
           project: Path, no_sandbox: bool) -> None:
     """Grade every notebook in SUBMISSIONS into OUT (resumable, incremental, parallel)."""
-    from grader.batch import grade as command
+    from grader.commands import grade as command
     from grader.batch.progress import make_progress
 
     summary = command.main(assignment=assignment, submissions=submissions, out=out, budget=budget, jobs=jobs,
@@ -110,7 +110,7 @@ def grade(assignment: str, submissions: Path, out: Path, budget: str | None, job
 def calibrate(assignment: str, budget: str, runs: int, jobs: int | None, keras_home: Path, calibration: Path,
               project: Path, no_sandbox: bool) -> None:
     """Run the reference RUNS times with different seeds; store accuracy mean and spread for `grade`."""
-    from grader.batch import calibrate as command
+    from grader.commands import calibrate as command
 
     def show(run: dict) -> None:
         accuracy = "—" if run["accuracy"] is None else f"{run['accuracy']:.4f}"
@@ -166,7 +166,7 @@ def manual(out: Path, assignment: str, comment: str, scorer: str | None, delete:
 @click.option("--deadline", default=None, help="ISO date/time, e.g. 2026-07-10T23:59:00+09:00 (records lateness).")
 def pull(source: Path, submissions: Path, roster: Path | None, deadline: str | None) -> None:
     """Unpack an LMS download into SUBMISSIONS: latest notebook per student, times and lateness."""
-    from grader.lms import pull as command
+    from grader.commands import pull as command
 
     summary = command.main(source=source, submissions=submissions, roster=roster, deadline=deadline)
     for p in summary.students:
@@ -201,7 +201,7 @@ def review(out: Path, assignment: str, port: int, reviewer: str | None, project:
 @click.option("--project", type=click.Path(path_type=Path, file_okay=False), default=PROJECT_ROOT)
 def similarity(out: Path, submissions: Path, assignment: str, threshold: float | None, project: Path) -> None:
     """Pairwise code similarity (template removed, names normalized); flagged pairs on the class page."""
-    from grader.similarity import pages as command
+    from grader.commands import similarity as command
 
     report = command.main(out=out, submissions=submissions, project_root=project, assignment=assignment,
                           threshold=threshold)
@@ -237,7 +237,7 @@ def doctor() -> None:
               help="Report file (default: NOTEBOOK's stem + .selfcheck.html, beside it).")
 def check(notebook: Path, assignment: str, keras_home: Path, cache: Path, no_sandbox: bool, html: Path | None) -> None:
     """Self-check one notebook: quick budget, visible checks only; exit 0 when all are OK."""
-    from grader.selfcheck import project as command
+    from grader.commands import check as command
 
     report = command.main(notebook=notebook, project_root=PROJECT_ROOT, assignment=assignment, keras_home=keras_home,
                           cache_root=cache, no_sandbox=no_sandbox, html=html)

@@ -57,7 +57,7 @@ def test_project(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def graded_batch(tmp_path_factory, tiny_keras_home, test_project, reference_cache):
     """Grade every fixture notebook once: {student id: StudentResult}, plus the output folder."""
-    from grader.batch import grade
+    from grader.commands import grade
 
     submissions = tmp_path_factory.mktemp("submissions")
     for notebook in FIXTURES.glob("*.ipynb"):

@@ -26,6 +26,8 @@ from grader.evidence.evaluate import ModelEvaluation
 from grader.isolation.launch import LocalLauncher
 from grader.engine.execute import CellError, ExecutionResult
 from grader.engine.pipeline import ReferenceRun, Session, StudentRun, Submission, build_result, judge_checks
+from grader.engine.session import make_session
+from grader.judge.threshold import decide_threshold
 from grader.report.pages import write_class_outputs, write_student_report
 from grader.results import INVALID, StudentResult
 from grader.assignment.spec import load_spec
@@ -199,9 +201,10 @@ def session_for(folder: Path, lang: str, data: Data) -> Session:
     (data_dir / "fingerprint.json").write_text(json.dumps({"source": "synthetic", "fingerprint": "f1x7ure5f1x7ure5"}))
     reference = ReferenceRun(evidence=pipeline(folder / "reference", data).build(), evaluation=evaluation(REFERENCE_ACCURACY),
                              seconds=12.0, key="fixturekey")
-    return Session(spec=spec, budget=spec.budget("quick"), launcher=LocalLauncher(), data_dir=data_dir, x_test=data.x_test,
-                   y_test=data.y_test, test_hashes=data.test_hashes, reference=reference, out_dir=folder / "out",
-                   work_root=folder, lang=lang, versions={"grader": "0.1.0", "tensorflow": "2.21.0", "keras": "3.15.1"})
+    return make_session(spec=spec, budget=spec.budget("quick"), launcher=LocalLauncher(), data_dir=data_dir, data=data,
+                        test_hashes=data.test_hashes, reference=reference, out_dir=folder / "out", work_root=folder,
+                        lang=lang, versions={"grader": "0.1.0", "tensorflow": "2.21.0", "keras": "3.15.1"},
+                        threshold=decide_threshold(spec, "quick", reference_accuracy=REFERENCE_ACCURACY, lang=lang))
 
 
 def grade_case(case: Case, session: Session, data: Data) -> StudentResult:

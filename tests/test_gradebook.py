@@ -12,7 +12,10 @@ import pytest
 
 from grader.engine.calibration import calibration_path, load_calibration, save_calibration, summarize
 from grader.judge.checks.training import threshold_for
-from grader.batch.grade import apply_manual_scores, plan_batch, rejudge_accuracy, report_key
+from grader.batch.grade import rejudge_accuracy
+from grader.batch.plan import plan_batch
+from grader.gradebook.final import final_result
+from grader.report.freshness import report_key
 from grader.gradebook.store import GRADEBOOK_FILE, Gradebook, batch_inputs, input_fingerprint
 from grader.isolation.machine import available_memory_mb, default_jobs, threads_per_job
 from grader.engine.pipeline import Submission, threshold_summary
@@ -126,21 +129,21 @@ def test_manual_scores_survive_regrades_and_override_the_automatic_points(book):
     book.record_result(run, make_result(), fingerprint="fp3", seconds=1.0)
     scores = book.manual_scores("kadai8")
     assert scores["s001"]["discussion.answered"].points == 8
-    final = apply_manual_scores(book.result("kadai8", "s001").result, scores["s001"])
+    final = final_result(book.result("kadai8", "s001").result, manual=scores["s001"])
     discussion = check(final, "discussion.answered")
     assert (discussion.status, discussion.points) == ("pass", 8)
     assert "TA 採点: 8 / 10" in discussion.message and "よく書けています" in discussion.public_message
     assert final.score == make_result().score + 8
     assert any("discussion.answered" in note and "ta1" in note for note in final.notes)
     book.set_manual_score("kadai8", "s001", "discussion.answered", 0)
-    assert check(apply_manual_scores(final, book.manual_scores("kadai8")["s001"]), "discussion.answered").status == "fail"
+    assert check(final_result(final, manual=book.manual_scores("kadai8")["s001"]), "discussion.answered").status == "fail"
     assert book.delete_manual_score("kadai8", "s001", "discussion.answered")
     assert book.manual_scores("kadai8") == {}
 
 
 def test_manual_points_are_clamped_to_the_check(book):
     book.set_manual_score("kadai8", "s001", "discussion.answered", 99)
-    final = apply_manual_scores(make_result(), book.manual_scores("kadai8")["s001"])
+    final = final_result(make_result(), manual=book.manual_scores("kadai8")["s001"])
     assert check(final, "discussion.answered").points == 10
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from grader.batch import grade
+from grader.commands import grade
 from grader.gradebook.store import GRADEBOOK_FILE, Gradebook
 from grader.isolation.workroot import OWNER_FILE, mounts_under
 

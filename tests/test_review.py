@@ -9,7 +9,8 @@ import pytest
 
 from review_fixtures import ROOT, build_reviewable_class
 from grader.review.app import COOKIE, create_app
-from grader.review.store import ReviewStore, republish
+from grader.gradebook.publish import republish
+from grader.gradebook.reviews import ReviewStore
 
 TOKEN = "test-token-123"
 DISCUSSION = "discussion.answered"

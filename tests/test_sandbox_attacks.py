@@ -35,7 +35,7 @@ requires_root_sandbox = pytest.mark.skipif(
 @pytest.fixture(scope="session")
 def attack_batch(tmp_path_factory, tiny_keras_home, test_project, reference_cache):
     """Grade every attack notebook plus one honest notebook in one batch, two kernels at a time."""
-    from grader.batch import grade
+    from grader.commands import grade
 
     if strongest_layer() != "bubblewrap (root, uid drop)":
         pytest.skip("needs root with bubblewrap")

@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 
 from grader.similarity import compare as sim
-from grader.similarity import pages as command
+from grader.commands import similarity as command
 from grader.results import StudentResult
 
 ROOT = Path(__file__).resolve().parent.parent

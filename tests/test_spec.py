@@ -15,7 +15,9 @@ import pytest
 from grader.judge.checks import ERROR, FAIL, KINDS, MANUAL, NOT_RUN, PASS, CheckContext, Observation
 from grader.errors import ConfigError
 from grader.assignment.spec import CheckSpec, Text, load_spec, parse_spec
-from grader.judge.verdicts import MESSAGES, judge, judge_all, not_run_results, observe, reason_catalog, reason_text
+from grader.judge.verdicts import (
+    MESSAGES, judge, judge_all, not_run_results, observe, reason_catalog, reason_text, require_known_kinds,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_FILE = ROOT / "assignments" / "kadai8" / "spec.toml"
@@ -96,11 +98,12 @@ def test_parse_spec_accepts_the_raw_spec() -> None:
     assert len(parse(raw_spec()).checks) == len(raw_spec()["checks"])
 
 
-def test_parse_spec_rejects_unknown_kinds() -> None:
+def test_a_spec_with_an_unknown_kind_cannot_make_a_session() -> None:
     raw = raw_spec()
     raw["checks"][0]["kind"] = "no_such_kind"
     with pytest.raises(ConfigError, match="unknown check kinds.*no_such_kind"):
-        parse(raw)
+        require_known_kinds(parse(raw))
+    require_known_kinds(parse(raw_spec()))  # the real spec names only kinds the grader has
 
 
 def test_parse_spec_rejects_duplicate_ids() -> None:

@@ -24,13 +24,14 @@ import numpy as np
 
 from grader.judge.checks import AccuracyThreshold, CheckContext
 from grader.judge.checks.notebook import answer_after_heading
-from grader.judge.checks.training import threshold_for
 from grader.assignment.data import FINGERPRINT_FILE
 from grader.evidence.evaluate import ModelEvaluation, evaluate_training_model
 from grader.evidence.reader import Evidence
 from grader.engine.execute import ExecutionResult, execute_notebook, write_harness_config
 from grader.isolation.launch import KernelJob, Launcher
-from grader.results import ERROR, GRADED, GRADER_ERROR, INVALID, KERNEL_DIED, TIMEOUT, CheckResult, StudentResult
+from grader.results import (
+    ERROR, FAIL, GRADED, GRADER_ERROR, INVALID, KERNEL_DIED, TIMEOUT, CheckResult, StudentResult,
+)
 from grader.assignment.spec import AssignmentSpec, Budget
 from grader.judge.verdicts import judge_all, not_run_results
 
@@ -53,17 +54,20 @@ class ReferenceRun:
     key: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class Session:
-    """What every student's grading shares: spec, budget, data, reference, where to write."""
+    """What every student's grading shares: spec, budget, data, reference, threshold, where to write.
+
+    Frozen: concurrent jobs share it. Made by grader.engine.session (the one factory), which also
+    decides the accuracy threshold once; a variant (another seed) is a `dataclasses.replace` copy."""
 
     spec: AssignmentSpec
     budget: Budget
     launcher: Launcher
     data_dir: Path
-    x_test: np.ndarray
-    y_test: np.ndarray
-    test_hashes: np.ndarray
+    x_test: np.ndarray | None  # None: no trusted evaluation in this session (the self-check)
+    y_test: np.ndarray | None
+    test_hashes: np.ndarray | None  # None: the steps may find them (StudentRun.test_hashes)
     reference: ReferenceRun | None
     out_dir: Path
     work_root: Path
@@ -71,7 +75,7 @@ class Session:
     threads: int = 1
     versions: dict[str, str] = field(default_factory=dict)
     seed: int | None = None  # overrides the spec's seed (calibration runs the reference with several)
-    threshold: AccuracyThreshold | None = None  # test-accuracy threshold in force (None: single-reference rule)
+    threshold: AccuracyThreshold | None = None  # test-accuracy threshold in force (grader.judge.threshold)
 
 
 @dataclass
@@ -87,6 +91,7 @@ class StudentRun:
     status: str = GRADED
     message: str = ""
     skipped_evidence: list[str] = field(default_factory=list)
+    test_hashes: np.ndarray | None = None  # found by a step when the session has none (the self-check)
     step_seconds: dict[str, float] = field(default_factory=dict)  # where the time went, per step
 
 
@@ -162,7 +167,8 @@ async def judge_checks(run: StudentRun, session: Session) -> None:
         return CheckContext(
             student=run.evidence, reference=reference.evidence, params=check.params, budget=session.budget.name,
             student_eval=run.evaluation, reference_eval=reference.evaluation,
-            test_hashes=session.test_hashes, notebook=run.notebook, threshold=session.threshold,
+            test_hashes=run.test_hashes if run.test_hashes is not None else session.test_hashes,
+            notebook=run.notebook, threshold=session.threshold,
         )
 
     run.checks = judge_all(session.spec, context, session.lang)
@@ -272,7 +278,7 @@ def public_messages(checks: list[CheckResult], spec: AssignmentSpec, lang: str) 
     """Hidden checks show a student only the outcome and the spec's failure text (no expected values)."""
     fail_text = {c.id: c.fail.get(lang) for c in spec.checks}
     for check in checks:
-        hidden_text = fail_text.get(check.id, "") if check.status == "fail" else check.message
+        hidden_text = fail_text.get(check.id, "") if check.status == FAIL else check.message
         check.public_message = check.message if check.visible else hidden_text
     return checks
 
@@ -306,14 +312,8 @@ def reference_summary(session: Session) -> dict[str, Any]:
     accuracy = session.reference.evaluation.accuracy
     summary = {"accuracy": accuracy, "key": session.reference.key,
                "per_class": session.reference.evaluation.per_class}
-    threshold = session.threshold
-    if threshold is None:
-        rule = next((c for c in session.spec.checks if c.kind == "trusted_test_accuracy"), None)
-        if rule is not None:
-            threshold = threshold_for(rule.params, session.budget.name, reference_accuracy=accuracy,
-                                      lang=session.lang)
-    if threshold is not None:
-        summary.update(threshold_summary(threshold))
+    if session.threshold is not None:
+        summary.update(threshold_summary(session.threshold))
     return summary
 
 

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from grader.results import GRADER_ERROR, StudentResult
+from grader.results import FINISHED, GRADER_ERROR, INTERRUPTED, RUNNING, StudentResult, result_json
 
 GRADEBOOK_FILE = "gradebook.sqlite"
 SCHEMA_VERSION = 1
@@ -239,19 +239,19 @@ class Gradebook:
     def start_run(self, *, assignment: str, budget: str, jobs: int, threads: int, grader_version: str) -> int:
         """A new run; runs and executions left `running` by a dead grader become `interrupted`."""
         with self._transaction():
-            for row in self.db.execute("SELECT id, pid FROM runs WHERE status = 'running'").fetchall():
+            for row in self.db.execute("SELECT id, pid FROM runs WHERE status = ?", (RUNNING,)).fetchall():
                 if not _alive(row["pid"]) or row["pid"] == os.getpid():
-                    self.db.execute("UPDATE runs SET status = 'interrupted' WHERE id = ?", (row["id"],))
-                    self.db.execute("UPDATE executions SET status = 'interrupted' WHERE run_id = ? AND "
-                                    "finished_at IS NULL", (row["id"],))
+                    self.db.execute("UPDATE runs SET status = ? WHERE id = ?", (INTERRUPTED, row["id"]))
+                    self.db.execute("UPDATE executions SET status = ? WHERE run_id = ? AND "
+                                    "finished_at IS NULL", (INTERRUPTED, row["id"]))
             cursor = self.db.execute(
                 "INSERT INTO runs (assignment, budget, jobs, threads, grader_version, pid, started_at, status) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, 'running')",
-                (assignment, budget, jobs, threads, grader_version, os.getpid(), now()))
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (assignment, budget, jobs, threads, grader_version, os.getpid(), now(), RUNNING))
             return int(cursor.lastrowid)
 
     def finish_run(self, run_id: int, *, students: int, executed: int, reused: int, seconds: float,
-                   status: str = "finished") -> None:
+                   status: str = FINISHED) -> None:
         with self._transaction():
             self.db.execute("UPDATE runs SET finished_at = ?, status = ?, students = ?, executed = ?, reused = ?, "
                             "seconds = ? WHERE id = ?",
@@ -374,11 +374,6 @@ class _Transaction:
 
 def _statements(script: str) -> Iterable[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
-
-
-def result_json(result: StudentResult) -> str:
-    """The canonical JSON of a result (what the gradebook stores)."""
-    return json.dumps(result.to_dict(), ensure_ascii=False, sort_keys=True)
 
 
 def _alive(pid: int) -> bool:

@@ -8,6 +8,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from grader.errors import ConfigError
 from grader.judge.checks import ERROR, FAIL, KINDS, NOT_RUN, PASS, CheckContext, Observation
 from grader.results import CheckResult
 from grader.assignment.spec import AssignmentSpec, CheckSpec
@@ -75,3 +76,11 @@ def not_run_results(spec: AssignmentSpec, lang: str, why: str) -> list[CheckResu
 def _plain(value: Any) -> Any:
     """Keep expected/actual JSON-safe (tuples → lists, numpy scalars → Python)."""
     return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def require_known_kinds(spec: AssignmentSpec) -> None:
+    """A spec naming a check kind the grader does not have is a configuration error, found before
+    anything runs (sessions check it when they are made)."""
+    unknown = sorted({c.kind for c in spec.checks} - set(KINDS))
+    if unknown:
+        raise ConfigError(f"{spec.root / 'spec.toml'}: unknown check kinds {unknown}; known: {sorted(KINDS)}")

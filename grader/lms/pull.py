@@ -1,4 +1,4 @@
-"""`grader pull`: turn an LMS bulk download (a folder or a zip) into `DIR/<id>.ipynb` + a manifest.
+"""An LMS bulk download (`grader pull`): turn it (a folder or a zip) into `DIR/<id>.ipynb` + a manifest.
 
 Layouts recognised (a single wrapper folder around everything is looked through):
   * Moodle: `Full Name_12345_assignsubmission_file_/…ipynb` (participant id 12345);
@@ -257,7 +257,7 @@ def _timezone(deadline: datetime | None) -> tzinfo:
     return datetime.now().astimezone().tzinfo or timezone.utc
 
 
-def main(*, source: Path, submissions: Path, roster: Path | None = None, deadline: str | None = None,
+def pull(*, source: Path, submissions: Path, roster: Path | None = None, deadline: str | None = None,
          limits: ZipLimits | None = None) -> PullSummary:
     limits = limits or ZipLimits()
     if not source.exists():

@@ -98,6 +98,11 @@ def _environment() -> Environment:
     return env
 
 
+def render_page(template: str, **context: Any) -> str:
+    """One of the report templates rendered (other pages, such as similarity pairs, share the look)."""
+    return _environment().get_template(template).render(**context)
+
+
 def _when(iso: str) -> str:
     try:
         moment = datetime.fromisoformat(iso)

@@ -6,7 +6,7 @@ POSTs must also carry the token in the form, which another site cannot read, so 
 CSRF-safe. Pages: the class list (status, score, TA work left), one student (checks, the 考察,
 manual points + comment, overrides with a reason, the review history) and the generated files
 (report.html, index.html, grades.csv) under /files/. Every change is written to the gradebook
-(manual_scores; overrides and review_log via grader.review.store) and the student's report,
+(manual_scores; overrides and review_log via grader.gradebook.reviews) and the student's report,
 index.html and grades.csv are regenerated at once.
 """
 
@@ -19,11 +19,12 @@ from pathlib import Path
 from flask import Flask, abort, redirect, render_template, request, send_from_directory, url_for
 from werkzeug.serving import make_server
 
-from grader.gradebook.store import Gradebook
-from grader.gradebook.manifest import read_manifest
-from grader.report.pages import STATUS_LABELS, STATUS_MARKS, late_text
-from grader.review.store import ReviewStore, final_result, republish
 from grader.assignment.spec import load_spec
+from grader.gradebook.final import Reviews
+from grader.gradebook.publish import republish
+from grader.gradebook.reviews import ReviewStore
+from grader.gradebook.store import Gradebook
+from grader.report.pages import STATUS_LABELS, STATUS_MARKS, late_text
 
 COOKIE = "grader_review_token"
 REVIEWER_COOKIE = "grader_reviewer"
@@ -63,12 +64,11 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
 
     def load():
         """Everyone's final result (manual scores and overrides applied), from the gradebook."""
-        with Gradebook.open(out) as book, ReviewStore(out) as store:
-            manual, overrides = book.manual_scores(spec.id), store.overrides(spec.id)
+        reviews = Reviews.load(out, spec.id)
+        with Gradebook.open(out) as book:
             current = book.submissions(spec.id)
-            handed_in = read_manifest(out)
-            return {name: final_result(row.result, manual.get(name), overrides.get(name), handed_in.get(name))
-                    for name, row in book.results(spec.id).items() if not current or name in current}
+            return {name: reviews.final(row.result) for name, row in book.results(spec.id).items()
+                    if not current or name in current}
 
     @app.get("/")
     def index():

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from grader.judge.checks import MANUAL, AccuracyThreshold, CheckContext, Observation, kind, missing, verdict
+from grader.judge.checks import ERROR, MANUAL, AccuracyThreshold, CheckContext, Observation, kind, missing, verdict
 
 
 @kind("model_params")
@@ -141,22 +141,20 @@ def threshold_for(params: dict, budget: str, *, reference_accuracy: float | None
     margin = _margin(params, budget)
     source = (f"参照解 1 回の正解率 {reference_accuracy:.3f} − 余裕 {margin:g}{why_not}" if ja else
               f"single reference run {reference_accuracy:.3f} − margin {margin:g}{why_not}")
-    return AccuracyThreshold(value, "single_reference", source)
+    return AccuracyThreshold(value, "single_reference", source, reference=reference_accuracy)
 
 
 @kind("trusted_test_accuracy")
 def trusted_test_accuracy(ctx: CheckContext) -> Observation:
-    ref = ctx.reference_eval
-    threshold = ctx.threshold
-    if threshold is None or threshold.rule != "calibrated":
-        if ref is None or ref.accuracy is None:
-            return Observation("error", None, None, "reference_accuracy_missing")
-        value = accuracy_threshold(ref.accuracy, ctx.params, ctx.budget)
-        expected = f"≥ {value:.3f} (reference {ref.accuracy:.3f})"
-    else:
-        value, calibration = threshold.value, threshold.calibration or {}
+    threshold = ctx.threshold  # decided once per batch (grader.judge.threshold), never here
+    if threshold is None:
+        return Observation(ERROR, None, None, "reference_accuracy_missing")
+    value, calibration = threshold.value, threshold.calibration or {}
+    if threshold.rule == "calibrated":
         expected = (f"≥ {value:.3f} (calibration {calibration.get('runs')} runs "
                     f"{calibration.get('mean', 0):.3f} ± {calibration.get('std', 0):.3f})")
+    else:
+        expected = f"≥ {value:.3f} (reference {threshold.reference:.3f})"
     ev = ctx.student_eval
     if ev is None or ev.accuracy is None:
         problem = (ev.problem if ev else None) or ""

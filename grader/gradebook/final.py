@@ -1,0 +1,96 @@
+"""The final score: the one place that turns an automatic result into what everyone sees.
+
+    the automatic result (the pipeline's, stored in the gradebook)
+      → TA manual scores (the gradebook's `manual_scores`: a manual check's points replace its 0)
+      → TA overrides (grader.gradebook.reviews: any check's points become the TA's value, clamped
+        to 0…max; the check carries `override` = {points, automatic_points, automatic_status,
+        reason, reviewer, at}, which the report shows)
+      → the submission time and lateness (`grader pull`'s manifest, grader.gradebook.manifest)
+
+`grade` (every student it publishes), `review` (the app and what it republishes), `manual` and
+`similarity` (republishing) all go through `final_result`, so result.json, report.html, index.html,
+grades.csv and the review app always agree. The stored automatic result is never changed.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from grader.gradebook.manifest import read_manifest, with_submission
+from grader.gradebook.reviews import Override, ReviewStore
+from grader.gradebook.store import Gradebook, ManualScore
+from grader.results import FAIL, PASS, StudentResult
+
+
+def final_result(automatic: StudentResult, *, manual: dict[str, ManualScore] | None = None,
+                 overrides: dict[str, Override] | None = None,
+                 submission: dict[str, Any] | None = None) -> StudentResult:
+    """Automatic result → manual scores → overrides, with the submission's time and lateness."""
+    return with_submission(_apply_overrides(_apply_manual_scores(automatic, manual), overrides), submission)
+
+
+@dataclass(frozen=True)
+class Reviews:
+    """What TAs and the LMS added to one class, read once: manual scores, overrides, hand-in times."""
+
+    manual: dict[str, dict[str, ManualScore]]
+    overrides: dict[str, dict[str, Override]]
+    handed_in: dict[str, dict[str, Any]]
+
+    @classmethod
+    def load(cls, out: Path, assignment: str) -> Reviews:
+        """From the output folder: the gradebook's tables and the manifest `grade` copied there."""
+        with Gradebook.open(out) as book, ReviewStore(out) as store:
+            return cls(book.manual_scores(assignment), store.overrides(assignment), read_manifest(out))
+
+    def final(self, automatic: StudentResult) -> StudentResult:
+        name = automatic.student
+        return final_result(automatic, manual=self.manual.get(name), overrides=self.overrides.get(name),
+                            submission=self.handed_in.get(name))
+
+
+def _apply_manual_scores(result: StudentResult, scores: dict[str, ManualScore] | None) -> StudentResult:
+    """The TA's points replace the automatic ones for those checks (they live in the gradebook's own
+    table, so every regrade applies them again)."""
+    if not scores:
+        return result
+    result = copy.deepcopy(result)
+    ja = result.lang != "en"
+    for check in result.checks:
+        score = scores.get(check.id)
+        if score is None:
+            continue
+        points = max(0, min(int(score.points), check.max_points))
+        check.points = points
+        check.status = PASS if points > 0 else FAIL
+        text = (f"TA 採点: {points} / {check.max_points}" if ja else f"TA score: {points} / {check.max_points}")
+        text += f"（{score.comment}）" if ja and score.comment else f" ({score.comment})" if score.comment else ""
+        check.message = check.public_message = text
+        result.notes.append(f"{check.id}: {text}" + (f" — {score.scorer}, {score.updated_at}" if score.scorer else
+                                                      f" — {score.updated_at}"))
+    result.score = sum(c.points for c in result.checks)
+    return result
+
+
+def _apply_overrides(result: StudentResult, overrides: dict[str, Override] | None) -> StudentResult:
+    if not overrides:
+        return result
+    result = copy.deepcopy(result)
+    ja = result.lang != "en"
+    for check in result.checks:
+        o = overrides.get(check.id)
+        if o is None:
+            continue
+        points = max(0, min(int(o.points), check.max_points))
+        check.override = {"points": points, "automatic_points": check.points, "automatic_status": check.status,
+                          "reason": o.reason, "reviewer": o.reviewer, "at": o.updated_at}
+        check.points = points
+        check.status = PASS if points > 0 else FAIL
+        result.notes.append((f"{check.id}: TA が {points} / {check.max_points} 点に上書き（理由：{o.reason}）— "
+                             if ja else f"{check.id}: overridden to {points} / {check.max_points} by the TA "
+                             f"(reason: {o.reason}) — ") + f"{o.reviewer}, {o.updated_at}")
+    result.score = sum(c.points for c in result.checks)
+    return result
