@@ -19,6 +19,9 @@ PASS, FAIL, MANUAL, NOT_RUN = "pass", "fail", "manual", "not_run"
 CHECK_STATUSES = (PASS, FAIL, ERROR, NOT_RUN, MANUAL)
 # A `grader grade` run in the gradebook (runs.status; executions.status uses INTERRUPTED too).
 RUNNING, FINISHED, INTERRUPTED = "running", "finished", "interrupted"
+# The names, for templates (`S.MANUAL`): they compare with these too.
+STATUS_NAMES = {"GRADED": GRADED, "ERROR": ERROR, "TIMEOUT": TIMEOUT, "KERNEL_DIED": KERNEL_DIED, "INVALID": INVALID,
+                "GRADER_ERROR": GRADER_ERROR, "PASS": PASS, "FAIL": FAIL, "MANUAL": MANUAL, "NOT_RUN": NOT_RUN}
 
 
 @dataclass

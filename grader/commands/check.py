@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from grader.results import MANUAL, PASS
 from grader.selfcheck.project import CheckReport, run_check
 
 
@@ -40,20 +41,20 @@ def print_report(report: CheckReport) -> None:
     table.add_column("点", no_wrap=True, justify="right")
     table.add_column("項目", ratio=2, overflow="fold")
     table.add_column("理由・ヒント", ratio=3, overflow="fold")
-    styles = {"pass": "green", "manual": "cyan"}
+    styles = {PASS: "green", MANUAL: "cyan"}
     for check in result.checks:
         mark = mark_for(check.status, marks)
-        points = f"?/{check.max_points}" if check.status == "manual" else f"{check.points}/{check.max_points}"
+        points = f"?/{check.max_points}" if check.status == MANUAL else f"{check.points}/{check.max_points}"
         lines = [check.message] if check.message else []
-        if check.status not in ("pass", "manual") and (check.expected is not None or check.actual is not None):
+        if check.status not in (PASS, MANUAL) and (check.expected is not None or check.actual is not None):
             lines.append(f"期待: {compact(check.expected)}  実際: {compact(check.actual)}")
-        if check.status not in ("pass", "manual") and check.hint:
+        if check.status not in (PASS, MANUAL) and check.hint:
             lines.append(f"[dim]ヒント: {escape(check.hint)}[/]")
         table.add_row(f"[{styles.get(check.status, 'red')}]{mark}[/]", points,
                       f"{escape(check.title)} [dim]{check.id}[/]", "\n".join(
                           line if line.startswith("[dim]") else escape(line) for line in lines))
     console.print(table)
-    ok = sum(1 for c in result.checks if c.status in ("pass", "manual"))
+    ok = sum(1 for c in result.checks if c.status in (PASS, MANUAL))
     console.print(f"公開チェック: {ok}/{len(result.checks)} OK（TA 採点の項目は回答ありで OK）  "
                   f"自動採点の点数: {result.score} / {result.max_score}")
     if outcome.hidden.get("checks"):

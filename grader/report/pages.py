@@ -25,20 +25,22 @@ from markupsafe import Markup
 from grader.report import figures
 from grader.evidence.reader import Evidence
 from grader.report.render_notebook import RenderedNotebook, render_notebook
-from grader.results import StudentResult
+from grader.results import (
+    ERROR, FAIL, GRADED, GRADER_ERROR, INVALID, KERNEL_DIED, MANUAL, NOT_RUN, PASS, STATUS_NAMES, TIMEOUT, StudentResult,
+)
 
 STATUS_LABELS = {
-    "ja": {"pass": "合格", "fail": "不合格", "error": "エラー", "not_run": "未実行", "manual": "TA採点待ち",
-           "graded": "採点済み", "timeout": "時間切れ", "kernel_died": "カーネル停止", "invalid": "無効",
-           "grader_error": "採点システムエラー"},
-    "en": {"pass": "pass", "fail": "fail", "error": "error", "not_run": "not run", "manual": "manual (TA)",
-           "graded": "graded", "timeout": "timeout", "kernel_died": "kernel died", "invalid": "invalid",
-           "grader_error": "grader error"},
+    "ja": {PASS: "合格", FAIL: "不合格", ERROR: "エラー", NOT_RUN: "未実行", MANUAL: "TA採点待ち",
+           GRADED: "採点済み", TIMEOUT: "時間切れ", KERNEL_DIED: "カーネル停止", INVALID: "無効",
+           GRADER_ERROR: "採点システムエラー"},
+    "en": {PASS: "pass", FAIL: "fail", ERROR: "error", NOT_RUN: "not run", MANUAL: "manual (TA)",
+           GRADED: "graded", TIMEOUT: "timeout", KERNEL_DIED: "kernel died", INVALID: "invalid",
+           GRADER_ERROR: "grader error"},
 }
-STATUS_MARKS = {"pass": "✓", "fail": "✗", "error": "!", "not_run": "–", "manual": "?"}
-ATTENTION = {"error", "timeout", "kernel_died", "invalid", "grader_error"}
-SEVERITY = {"grader_error": 0, "invalid": 1, "kernel_died": 2, "timeout": 3, "error": 4, "graded": 5}
-AUTO_FAILED = {"fail", "error", "not_run"}
+STATUS_MARKS = {PASS: "✓", FAIL: "✗", ERROR: "!", NOT_RUN: "–", MANUAL: "?"}
+ATTENTION = {ERROR, TIMEOUT, KERNEL_DIED, INVALID, GRADER_ERROR}
+SEVERITY = {GRADER_ERROR: 0, INVALID: 1, KERNEL_DIED: 2, TIMEOUT: 3, ERROR: 4, GRADED: 5}
+AUTO_FAILED = {FAIL, ERROR, NOT_RUN}
 MAX_BATCH_FIGURES = 4
 
 # Sorting for the class page's table; allowed by its hash in the Content-Security-Policy.
@@ -95,6 +97,7 @@ def _environment() -> Environment:
     env.filters["acc"] = lambda v: "—" if v is None else f"{v:.3f}"
     env.filters["when"] = _when
     env.globals["late_text"] = late_text
+    env.globals["S"] = STATUS_NAMES
     return env
 
 
@@ -149,7 +152,7 @@ def render_student_report(result: StudentResult, folder: Path) -> str:
     evidence = Evidence.load(folder / "evidence") if (folder / "evidence").is_dir() else None
     notebook = read_executed(folder / "executed.ipynb")
     cells = cell_links(notebook)
-    stopped = result.status in ("timeout", "kernel_died")
+    stopped = result.status in (TIMEOUT, KERNEL_DIED)
     rendered = render_notebook(notebook, result.lang, stopped=stopped) if notebook is not None else None
     fig_lang = figures.label_lang(result.lang)
     return _environment().get_template("report.html.j2").render(
@@ -161,7 +164,7 @@ def render_student_report(result: StudentResult, folder: Path) -> str:
         notebook=rendered, notes=[*result.notes, *render_notes(rendered, result, ja)],
         kernel_log=(folder / "kernel.log").is_file(),
         has_notebook=(folder / "executed.ipynb").is_file(),
-        auto_checks=[c for c in result.checks if c.status != "manual"],
+        auto_checks=[c for c in result.checks if c.status != MANUAL],
     )
 
 
@@ -186,11 +189,11 @@ def verdict_line(result: StudentResult) -> str:
     """One sentence at the top: what happened and what to do first."""
     ja = result.lang != "en"
     failed = [c.title or c.id for c in result.checks if c.status in AUTO_FAILED]
-    manual = [c.title or c.id for c in result.checks if c.status == "manual"]
-    if result.status == "invalid":
+    manual = [c.title or c.id for c in result.checks if c.status == MANUAL]
+    if result.status == INVALID:
         return _t(ja, f"ノートブックを読み込めないため採点できませんでした。{result.message}",
                   f"The notebook could not be read, so it was not graded. {result.message}")
-    if result.status == "grader_error":
+    if result.status == GRADER_ERROR:
         return _t(ja, "採点システム側の問題で採点できませんでした。TA に連絡してください。",
                   "The grader failed on this notebook; please contact a TA.")
     parts = [result.message] if result.status in ATTENTION and result.message else []
@@ -393,11 +396,11 @@ def attention_list(results: list[StudentResult], ja: bool) -> list[dict[str, Any
         if not needs_attention(r):
             continue
         failed = [c.title or c.id for c in r.checks if c.status in AUTO_FAILED]
-        manual = [c.title or c.id for c in r.checks if c.status == "manual"]
+        manual = [c.title or c.id for c in r.checks if c.status == MANUAL]
         reasons = []
         if r.status in ATTENTION:
             reasons.append(r.message or STATUS_LABELS["ja" if ja else "en"][r.status])
-        if failed and r.status not in ("invalid", "grader_error"):
+        if failed and r.status not in (INVALID, GRADER_ERROR):
             reasons.append(_t(ja, f"未達成 {len(failed)} 件：", f"{len(failed)} not met: ") + _t(ja, "、", ", ").join(failed))
         if r.late:
             reasons.append(late_text(r, ja) + _t(ja, f" — 提出 {_when(r.submission.get('submitted_at'))}",
@@ -435,7 +438,7 @@ def write_grades_csv(results: list[StudentResult], path: Path) -> None:
                          "submitted_at", "late", "late_by_minutes"])
         for r in results:
             by_id = {c.id: c for c in r.checks}
-            cells = [("" if i not in by_id else "manual" if by_id[i].status == "manual" else by_id[i].points)
+            cells = [("" if i not in by_id else MANUAL if by_id[i].status == MANUAL else by_id[i].points)
                      for i in check_ids]
             accuracy = accuracy_of(r)
             writer.writerow([_csv_safe(r.student), r.status, r.score, r.max_score, *cells, _csv_safe(r.message),

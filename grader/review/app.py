@@ -25,6 +25,7 @@ from grader.gradebook.publish import republish
 from grader.gradebook.reviews import ReviewStore
 from grader.gradebook.store import Gradebook
 from grader.report.pages import STATUS_LABELS, STATUS_MARKS, late_text
+from grader.results import STATUS_NAMES
 
 COOKIE = "grader_review_token"
 REVIEWER_COOKIE = "grader_reviewer"
@@ -38,6 +39,7 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
     app = Flask(__name__, template_folder=str(Path(__file__).parent.parent / "report" / "templates"))
     app.jinja_env.autoescape = True  # .j2 templates are not autoescaped by Flask's default rule
     app.jinja_env.globals["late_text"] = late_text
+    app.jinja_env.globals["S"] = STATUS_NAMES
 
     def authorised() -> bool:
         given = request.args.get("token") or request.cookies.get(COOKIE) or ""

@@ -24,6 +24,7 @@ from grader.engine.pipeline import ReferenceRun, Session, Submission
 from grader.engine.reference import ensure_reference, library_versions
 from grader.engine.session import make_session as make_grader_session
 from grader.errors import ExecutionSetupError
+from grader.results import ERROR, FAIL, MANUAL, NOT_RUN, PASS, STATUS_NAMES
 from grader.isolation.launch import Launcher, LocalLauncher
 from grader.selfcheck.diagnose import (
     Finding, environment_versions, merged, notebook_findings, path_findings, run_findings,
@@ -143,11 +144,11 @@ table{border-collapse:collapse;width:100%}td,th{border:1px solid #ccc;padding:.4
 <table><tr><th>判定</th><th>点</th><th>項目</th><th>理由</th><th>ヒント</th></tr>
 {% for c in result.checks %}<tr class="{{ c.status }}">
 <td class="mark {{ c.status }}">{{ marks[c.status] }}</td>
-<td>{% if c.status == "manual" %}?{% else %}{{ c.points }}{% endif %}/{{ c.max_points }}</td>
+<td>{% if c.status == S.MANUAL %}?{% else %}{{ c.points }}{% endif %}/{{ c.max_points }}</td>
 <td>{{ c.title }}<br><span class="small">{{ c.id }}</span></td>
-<td>{{ c.message }}{% if c.status not in ("pass", "manual") and (c.expected is not none or c.actual is not none) %}
+<td>{{ c.message }}{% if c.status not in (S.PASS, S.MANUAL) and (c.expected is not none or c.actual is not none) %}
 <br><span class="small">期待: {{ c.expected|compact }} ／ 実際: {{ c.actual|compact }}</span>{% endif %}</td>
-<td>{% if c.status != "pass" %}{{ c.hint }}{% endif %}</td></tr>
+<td>{% if c.status != S.PASS %}{{ c.hint }}{% endif %}</td></tr>
 {% endfor %}</table>
 <p>公開チェック: {{ ok }}/{{ result.checks|length }} OK（TA 採点の項目は回答ありで OK）・ 自動採点の点数 {{ result.score }} / {{ result.max_score }}</p>
 {% if outcome.hidden.checks %}<p class="small">このほか非公開の項目が {{ outcome.hidden.checks }} つ（{{ outcome.hidden.points }} 点）あり、提出後の採点でのみ判定されます。</p>{% endif %}
@@ -160,9 +161,10 @@ def render_html(report: CheckReport) -> str:
 
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     env.filters["compact"] = lambda v: "—" if v is None else compact(v)
+    env.globals["S"] = STATUS_NAMES
     result = report.outcome.result
-    marks = {"pass": "✓", "manual": "－", "fail": "✗", "error": "✗", "not_run": "✗"}
+    marks = {PASS: "✓", MANUAL: "－", FAIL: "✗", ERROR: "✗", NOT_RUN: "✗"}
     return env.from_string(HTML).render(
         notebook=report.notebook, outcome=report.outcome, result=result, findings=report.findings, marks=marks,
         status=STATUS_JA.get(result.status, result.status), sandbox=report.sandbox,
-        ok=sum(1 for c in result.checks if c.status in ("pass", "manual")))
+        ok=sum(1 for c in result.checks if c.status in (PASS, MANUAL)))
