@@ -8,6 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 JOBS   ?= 2
 BUDGET ?= standard
+ASSIGNMENT ?= $(shell sed -n 's/^default_assignment *= *"\([^"]*\)".*/\1/p' assignments/course.toml)
 
 .PHONY: setup venv system-packages data selfcheck-venv test grade selfcheck clean lock
 
@@ -48,7 +49,7 @@ test: venv
 	$(BIN)/python -m pytest
 
 grade: venv
-	$(BIN)/grader grade --assignment kadai8 --submissions submissions --out build/kadai8 --budget $(BUDGET) --jobs $(JOBS)
+	$(BIN)/grader grade --assignment $(ASSIGNMENT) --submissions submissions --out build/$(ASSIGNMENT) --budget $(BUDGET) --jobs $(JOBS)
 
 # The file students download. Expected values come from the quick reference run on the real data
 # (run once, cached); while the reference's sources are unchanged, the embedded ones are reused.

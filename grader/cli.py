@@ -11,7 +11,7 @@ from rich.console import Console
 
 from grader import __version__
 from grader.errors import GraderError
-from grader.assignment.paths import CACHE_ROOT, CALIBRATION_ROOT, DATA_HOME, PROJECT_ROOT
+from grader.assignment.paths import CACHE_ROOT, CALIBRATION_ROOT, DATA_HOME, DEFAULT_ASSIGNMENT, PROJECT_ROOT
 
 console = Console(stderr=True)
 
@@ -129,7 +129,7 @@ def calibrate(assignment: str, budget: str, runs: int, jobs: int | None, keras_h
 
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="The graded class.")
-@click.option("--assignment", default="kadai8", show_default=True)
+@click.option("--assignment", default=DEFAULT_ASSIGNMENT, show_default=True)
 @click.option("--comment", default="", help="Shown to the student with the score.")
 @click.option("--by", "scorer", default=None, help="Who scored (default: your user name).")
 @click.option("--delete", is_flag=True, help="Remove the TA score (the automatic result applies again).")
@@ -180,7 +180,7 @@ def pull(source: Path, submissions: Path, roster: Path | None, deadline: str | N
 
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="The graded class.")
-@click.option("--assignment", default="kadai8", show_default=True)
+@click.option("--assignment", default=DEFAULT_ASSIGNMENT, show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8808, show_default=True, help="0: any free port.")
 @click.option("--reviewer", default=None, help="Your name as stored with scores and overrides (editable in the page).")
 @click.option("--project", type=click.Path(path_type=Path, file_okay=False), default=PROJECT_ROOT)
@@ -195,7 +195,7 @@ def review(out: Path, assignment: str, port: int, reviewer: str | None, project:
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="The graded class.")
 @click.option("--submissions", type=click.Path(path_type=Path, file_okay=False), required=True)
-@click.option("--assignment", default="kadai8", show_default=True)
+@click.option("--assignment", default=DEFAULT_ASSIGNMENT, show_default=True)
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Flag pairs at or above this similarity (default: the module's, see README).")
 @click.option("--project", type=click.Path(path_type=Path, file_okay=False), default=PROJECT_ROOT)
@@ -228,7 +228,7 @@ def doctor() -> None:
 
 @main.command()
 @click.argument("notebook", type=click.Path(path_type=Path))
-@click.option("--assignment", default="kadai8", show_default=True, help="Assignment id.")
+@click.option("--assignment", default=DEFAULT_ASSIGNMENT, show_default=True, help="Assignment id.")
 @click.option("--keras-home", type=click.Path(path_type=Path), default=DATA_HOME, show_default=True)
 @click.option("--cache", type=click.Path(path_type=Path), default=CACHE_ROOT, show_default=True,
               help="Where reference runs are cached.")

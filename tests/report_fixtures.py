@@ -26,6 +26,7 @@ from grader.evidence.evaluate import ModelEvaluation
 from grader.isolation.launch import LocalLauncher
 from grader.engine.execute import CellError, ExecutionResult
 from grader.engine.pipeline import ReferenceRun, Session, StudentRun, Submission, build_result, judge_checks
+from grader.assignment.content import load_content
 from grader.engine.session import make_session
 from grader.judge.threshold import decide_threshold
 from grader.report.pages import write_class_outputs, write_student_report
@@ -228,7 +229,7 @@ def build_class(folder: Path, lang: str = "ja") -> tuple[Path, dict[str, Student
     results = {}
     for case in cases():
         result = grade_case(case, session, data)
-        write_student_report(result, session.out_dir / case.student)
+        write_student_report(result, session.out_dir / case.student, load_content(session.spec.root))
         results[case.student] = result
     write_class_outputs(results.values(), session.out_dir, lang=lang, title=session.spec.title.get(lang),
                         budget_summary=f"quick ({session.budget.summary(lang)})")

@@ -70,3 +70,27 @@ def test_the_scan_finds_a_status_literal(tmp_path):
         assert len(status_literals(sample)) == 2
     finally:
         ROOT = saved
+
+
+# ---------------------------------------------------------------- the course's content
+def test_the_courses_words_live_in_the_assignment_folder_not_in_the_grader():
+    from grader.assignment.content import load_content
+
+    content = load_content(ROOT / "assignments" / "kadai8")
+    assert content.dataset == "Fashion-MNIST" and content.class_names("en", 10)[7] == "Sneaker"
+    words = [*content.classes["ja"], *content.classes["en"], *(g.legend.ja for g in content.groups),
+             *(g.legend.en for g in content.groups), *(t.ja[:20] for t in content.commentary.values()),
+             *(t.en[:20] for t in content.commentary.values())]
+    found = []
+    for path in [*PACKAGE.rglob("*.py"), *PACKAGE.rglob("*.j2")]:
+        text = path.read_text(encoding="utf-8")
+        found += [f"{path.relative_to(ROOT)}: {word!r}" for word in words if len(word) > 3 and word in text]
+    assert not found, "course content belongs in assignments/<id>/content.toml:\n  " + "\n  ".join(found)
+
+
+def test_the_default_assignment_is_named_once():
+    from grader.assignment.paths import DEFAULT_ASSIGNMENT, default_assignment
+
+    assert DEFAULT_ASSIGNMENT == "kadai8" == default_assignment(ROOT)
+    spelled = [f"{p.relative_to(ROOT)}" for p in PACKAGE.rglob("*.py") if '"kadai8"' in p.read_text(encoding="utf-8")]
+    assert not spelled, f"the default assignment comes from assignments/course.toml: {spelled}"

@@ -305,7 +305,7 @@ def test_figures_reject_arrays_that_are_not_images():
 
     assert figures.batch_grid(np.zeros((3, 5)), None, None, "en") is None
     assert figures.batch_grid(np.zeros((2, 28, 28, 3)), None, None, "en") is None
-    assert figures.confusion_matrix([[1, 2], [3, 4]], "en") is None
+    assert figures.confusion_matrix([[1, 2], [3, 4]], "en", [str(i) for i in range(10)]) is None
     assert figures.learning_curves({"loss": "x"}, "en") is None
     grid = figures.batch_grid(np.full((16, 28, 28, 1), np.nan), None, None, "en")
     assert grid is not None and grid.startswith("data:image/png;base64,")

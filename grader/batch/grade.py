@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from grader import __version__
+from grader.assignment.content import load_content
 from grader.assignment.data import dataset_dir, fingerprint, load_dataset
 from grader.assignment.spec import AssignmentSpec, load_spec
 from grader.batch.plan import Planned, default_budget, find_submissions, plan_batch
@@ -114,6 +115,7 @@ class ClassGrading:
         self.threads = request.threads or threads_per_job(self.jobs)
         self.versions = library_versions()
         self.calibration = load_calibration(request.calibration_root, self.spec, self.budget, self.data_fingerprint)
+        self.content = load_content(self.spec.root)
         self.results: dict[str, StudentResult] = {}
         self.summary = BatchSummary(request.out, [], self.budget.name, None, 0.0, "", jobs=self.jobs,
                                     threads=self.threads)
@@ -212,7 +214,7 @@ class ClassGrading:
         """The final result (grader.gradebook.final) written out, the gradebook row kept current."""
         final = self.reviews.final(automatic)
         previous_key = row.report_key if reused and row is not None else None
-        rkey = write_student(final, self.request.out / automatic.student, previous_key=previous_key)
+        rkey = write_student(final, self.request.out / automatic.student, content=self.content, previous_key=previous_key)
         if reused:
             if row is None or row.report_key != rkey or row.result_json != result_json(automatic):
                 self.book.update_result(automatic, report_key=rkey)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from grader.assignment.paths import DEFAULT_ASSIGNMENT
 from grader.assignment.spec import load_spec
 from grader.batch.plan import find_submissions
 from grader.gradebook.publish import republish
@@ -16,7 +17,7 @@ from grader.similarity.compare import SimilarityReport
 from grader.similarity.pages import write_similarity
 
 
-def main(*, out: Path, submissions: Path, project_root: Path, assignment: str = "kadai8",
+def main(*, out: Path, submissions: Path, project_root: Path, assignment: str = DEFAULT_ASSIGNMENT,
          threshold: float | None = None) -> SimilarityReport:
     spec = load_spec(project_root, assignment)
     notebooks = {s.student: s.path for s in find_submissions(submissions)}

@@ -2,7 +2,8 @@
 
 They come only from evidence arrays (read through `Evidence`, allow_pickle=False) and from the
 grader's own numbers (`result.evaluation`); never from the student's model or outputs.
-Japanese labels need a CJK font: without one, figures fall back to English labels.
+Japanese labels need a CJK font: without one, figures fall back to English labels. Class names and
+groups come from the caller (the assignment's content.toml), so nothing here is about one data set.
 """
 
 from __future__ import annotations
@@ -22,12 +23,7 @@ from matplotlib import font_manager  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
-CLASS_NAMES = {
-    "ja": ["Tシャツ/トップ", "ズボン", "プルオーバー", "ドレス", "コート", "サンダル", "シャツ", "スニーカー", "バッグ", "アンクルブーツ"],
-    "en": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
-}
-SHOES, CLOTHES, BAG = (5, 7, 9), (0, 1, 2, 3, 4, 6), (8,)
-GROUP_COLORS = {"shoes": "#c4622d", "clothes": "#3b6ea8", "bag": "#7a7a7a"}
+# Class names, groups and colours are the assignment's (assignments/<id>/content.toml): callers pass them.
 CJK_NAMES = ("Noto Sans CJK JP", "Noto Sans JP", "IPAexGothic", "IPAGothic", "TakaoGothic", "VL Gothic",
              "Hiragino Sans", "Yu Gothic", "Source Han Sans JP", "Droid Sans Fallback")
 DPI = 110
@@ -103,15 +99,15 @@ def images_for_display(x: Any, limit: int = 16) -> np.ndarray | None:
     return np.clip(images / (255.0 if peak > 1.5 else 1.0), 0.0, 1.0)
 
 
-def label_indices(y: Any, n: int) -> list[int | None]:
+def label_indices(y: Any, n: int, classes: int) -> list[int | None]:
     """Class numbers from one-hot or integer labels (None where unreadable)."""
     if not isinstance(y, np.ndarray) or y.dtype.kind not in "uifb" or len(y) < n:
         return [None] * n
-    if y.ndim == 2 and y.shape[1] == len(CLASS_NAMES["en"]):
+    if y.ndim == 2 and y.shape[1] == classes:
         return [int(i) for i in y[:n].argmax(axis=1)]
     if y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1):
         flat = y[:n].reshape(n)
-        return [int(v) if 0 <= v < 10 and float(v).is_integer() else None for v in flat]
+        return [int(v) if 0 <= v < classes and float(v).is_integer() else None for v in flat]
     return [None] * n
 
 
@@ -127,14 +123,14 @@ def mosaic(images: np.ndarray, columns: int = 4, gap: int = 2, band: int = 0) ->
     return canvas
 
 
-def batch_grid(x: Any, x_orig: Any, y_orig: Any, lang: str) -> str | None:
-    """The first batch as a 4×4 grid, beside the 4×4 grid of the images it came from (as on the slides)."""
+def batch_grid(x: Any, x_orig: Any, y_orig: Any, lang: str, names: Sequence[str] = ()) -> str | None:
+    """The first batch as a 4×4 grid, beside the 4×4 grid of the images it came from (as on the slides),
+    each image labelled with `names[label]` when `names` are given."""
     augmented, original = images_for_display(x), images_for_display(x_orig)
     if augmented is None:
         return None
     n = len(augmented) if original is None else min(len(augmented), len(original))
-    labels = label_indices(y_orig, n)
-    names = CLASS_NAMES[lang]
+    labels = label_indices(y_orig, n, len(names)) if names else [None] * n
     panels = [(_t(lang, "元の画像", "originals"), original),
               (_t(lang, "拡張後（最初のバッチ）", "augmented (first batch)"), augmented)]
     panels = [(title, images[:n]) for title, images in panels if images is not None]
@@ -183,7 +179,7 @@ def learning_curves(history: dict[str, Any], lang: str) -> str | None:
     return to_data_uri(fig)
 
 
-def valid_confusion(confusion: Any, classes: int = 10) -> np.ndarray | None:
+def valid_confusion(confusion: Any, classes: int) -> np.ndarray | None:
     try:
         matrix = np.asarray(confusion, dtype=np.int64)
     except (TypeError, ValueError):
@@ -191,12 +187,12 @@ def valid_confusion(confusion: Any, classes: int = 10) -> np.ndarray | None:
     return matrix if matrix.shape == (classes, classes) and (matrix >= 0).all() and matrix.sum() > 0 else None
 
 
-def confusion_matrix(confusion: Any, lang: str) -> str | None:
+def confusion_matrix(confusion: Any, lang: str, names: Sequence[str]) -> str | None:
     """Rows = true class, columns = predicted; colour = share of the row, numbers = counts."""
-    matrix = valid_confusion(confusion)
+    matrix = valid_confusion(confusion, len(names))
     if matrix is None:
         return None
-    names = CLASS_NAMES[lang]
+    classes = len(names)
     share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     fig = new_figure(5.6, 5.0, lang)
     ax = fig.subplots()
@@ -205,36 +201,34 @@ def confusion_matrix(confusion: Any, lang: str) -> str | None:
         if count:
             ax.text(col, row, str(count), ha="center", va="center", fontsize=6.5,
                     color="white" if share[row, col] > 0.55 else "black")
-    ax.set_xticks(range(10), names, rotation=60, ha="right", fontsize=7.5)
-    ax.set_yticks(range(10), names, fontsize=7.5)
+    ax.set_xticks(range(classes), names, rotation=60, ha="right", fontsize=7.5)
+    ax.set_yticks(range(classes), names, fontsize=7.5)
     ax.set_xlabel(_t(lang, "予測したクラス", "predicted class"))
     ax.set_ylabel(_t(lang, "正解のクラス", "true class"))
     return to_data_uri(fig)
 
 
-def group_of(index: int) -> str:
-    return "shoes" if index in SHOES else "bag" if index in BAG else "clothes"
-
-
-def per_class_accuracy(per_class: Sequence[float], lang: str) -> str | None:
-    """Bars per class, coloured clothes / shoes / bag (the slides: shoes face left, clothes are symmetric)."""
-    if not isinstance(per_class, (list, tuple)) or len(per_class) != 10:
+def per_class_accuracy(per_class: Sequence[float], lang: str, names: Sequence[str],
+                       groups: Sequence[tuple[str, str, Sequence[int]]] = ()) -> str | None:
+    """Bars per class, coloured by the groups the slides talk about: (legend, colour, members) each
+    (課題8: clothes are symmetric, shoes always face left, bags)."""
+    if not isinstance(per_class, (list, tuple)) or len(per_class) != len(names):
         return None
-    names = CLASS_NAMES[lang]
     fig = new_figure(5.6, 4.0, lang)
     ax = fig.subplots()
-    rows = range(10)
-    ax.barh(rows, [float(v) for v in per_class], color=[GROUP_COLORS[group_of(i)] for i in rows])
-    for group, label in (("clothes", _t(lang, "衣服（左右対称）", "clothes (symmetric)")),
-                         ("shoes", _t(lang, "靴（常に左向き）", "shoes (always face left)")),
-                         ("bag", _t(lang, "バッグ", "bag"))):
-        ax.barh([0], [0], color=GROUP_COLORS[group], label=label)
+    rows = range(len(names))
+    colour = {member: color for _, color, members in groups for member in members}
+    ax.barh(rows, [float(v) for v in per_class], color=[colour.get(i, "#777777") for i in rows])
+    for legend, color, _ in groups:
+        ax.barh([0], [0], color=color, label=legend)
     ax.set_yticks(rows, names, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel(_t(lang, "クラス別正解率", "accuracy per class"))
     ax.grid(axis="x", alpha=0.3)
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=7, frameon=False)
+    if groups:
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=min(3, len(groups)), fontsize=7,
+                   frameon=False)
     return to_data_uri(fig)
 
 

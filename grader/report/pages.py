@@ -22,8 +22,9 @@ import nbformat
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from grader.report import figures
+from grader.assignment.content import Content
 from grader.evidence.reader import Evidence
+from grader.report import figures
 from grader.report.render_notebook import RenderedNotebook, render_notebook
 from grader.results import (
     ERROR, FAIL, GRADED, GRADER_ERROR, INVALID, KERNEL_DIED, MANUAL, NOT_RUN, PASS, STATUS_NAMES, TIMEOUT, StudentResult,
@@ -135,19 +136,20 @@ def late_text(result: StudentResult, ja: bool) -> str:
 
 
 # ---------------------------------------------------------------- per student
-def write_student_report(result: StudentResult, out_dir: Path) -> Path:
+def write_student_report(result: StudentResult, out_dir: Path, content: Content | None = None) -> Path:
     """result.json and report.html for one student; returns the report path.
 
-    Figures and the rendered notebook are read from `out_dir` (evidence/, executed.ipynb).
+    Figures and the rendered notebook are read from `out_dir` (evidence/, executed.ipynb); class
+    names and the slides' commentary from the assignment's `content` (assignments/<id>/content.toml).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "result.json").write_text(json.dumps(result.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
     path = out_dir / "report.html"
-    path.write_text(render_student_report(result, out_dir), encoding="utf-8")
+    path.write_text(render_student_report(result, out_dir, content or Content()), encoding="utf-8")
     return path
 
 
-def render_student_report(result: StudentResult, folder: Path) -> str:
+def render_student_report(result: StudentResult, folder: Path, content: Content) -> str:
     ja = result.lang != "en"
     evidence = Evidence.load(folder / "evidence") if (folder / "evidence").is_dir() else None
     notebook = read_executed(folder / "executed.ipynb")
@@ -158,9 +160,9 @@ def render_student_report(result: StudentResult, folder: Path) -> str:
     return _environment().get_template("report.html.j2").render(
         r=result, ja=ja, labels=STATUS_LABELS[result.lang], marks=STATUS_MARKS, csp=csp(),
         verdict=verdict_line(result), budget_line=budget_line(result), fit_budget=training_fit_budget(result),
-        batches=batch_pictures(evidence, fig_lang, ja, cells) if evidence else [],
-        curves=curve_picture(evidence, result, fig_lang, ja) if evidence else None,
-        test=test_pictures(result, fig_lang, ja),
+        batches=batch_pictures(evidence, fig_lang, ja, cells, content) if evidence else [],
+        curves=curve_picture(evidence, result, fig_lang, ja, content) if evidence else None,
+        test=test_pictures(result, fig_lang, ja, content), dataset=content.dataset,
         notebook=rendered, notes=[*result.notes, *render_notes(rendered, result, ja)],
         kernel_log=(folder / "kernel.log").is_file(),
         has_notebook=(folder / "executed.ipynb").is_file(),
@@ -237,14 +239,15 @@ def describe_datagen(evidence: Evidence, number: Any) -> str:
     return f"ImageDataGenerator({shown})"
 
 
-def batch_pictures(evidence: Evidence, fig_lang: str, ja: bool, cells: dict[int, int]) -> list[Picture]:
+def batch_pictures(evidence: Evidence, fig_lang: str, ja: bool, cells: dict[int, int], content: Content) -> list[Picture]:
     """Each generator's first batch (as a 4×4 grid) beside the images it came from."""
+    names = content.class_names(fig_lang, content.size)
     pictures = []
     for batch in evidence.of("batch"):
         if len(pictures) >= MAX_BATCH_FIGURES:
             break
         arrays = evidence.arrays(batch.get("file"))
-        uri = figures.batch_grid(arrays.get("x"), arrays.get("x_orig"), arrays.get("y_orig"), fig_lang) if arrays else None
+        uri = figures.batch_grid(arrays.get("x"), arrays.get("x_orig"), arrays.get("y_orig"), fig_lang, names) if arrays else None
         if uri is None:
             continue
         flow = evidence.flow(batch.get("flow")) or {}
@@ -260,7 +263,7 @@ def batch_pictures(evidence: Evidence, fig_lang: str, ja: bool, cells: dict[int,
     return pictures
 
 
-def curve_picture(evidence: Evidence, result: StudentResult, fig_lang: str, ja: bool) -> Picture | None:
+def curve_picture(evidence: Evidence, result: StudentResult, fig_lang: str, ja: bool, content: Content) -> Picture | None:
     fit = (result.evaluation or {}).get("fit")
     if fit is None:
         fit = (evidence.training_fit() or {}).get("fit")
@@ -271,9 +274,8 @@ def curve_picture(evidence: Evidence, result: StudentResult, fig_lang: str, ja: 
     caption = _t(ja, f"model.fit #{fit} の記録（{budget_line(result)}）。", f"Recorded from model.fit #{fit} ({budget_line(result)}).")
     acc, val = history.get("accuracy") or [None], history.get("val_accuracy") or [None]
     if (augmented_fit(evidence, fit) and isinstance(acc[-1], (int, float)) and isinstance(val[-1], (int, float))
-            and val[-1] > acc[-1]):
-        caption += _t(ja, " 検証の正解率が訓練より高いのは、訓練データだけが拡張（回転・反転）されて難しくなっているためです。",
-                      " Validation accuracy is above training accuracy because only the training images are augmented.")
+            and val[-1] > acc[-1] and content.comment("augmented_validation", result.lang)):
+        caption += " " + content.comment("augmented_validation", result.lang)
     return Picture(_t(ja, "学習曲線", "Learning curves"), uri, caption)
 
 
@@ -285,35 +287,37 @@ def augmented_fit(evidence: Evidence, fit_number: Any) -> bool:
     return bool(flow and any((evidence.datagen(flow.get("datagen")) or {}).get("params", {}).values()))
 
 
-def test_pictures(result: StudentResult, fig_lang: str, ja: bool) -> dict[str, Any] | None:
+def test_pictures(result: StudentResult, fig_lang: str, ja: bool, content: Content) -> dict[str, Any] | None:
     """Confusion matrix and per-class accuracy on the grader's test set, with the slides' point."""
     evaluation = result.evaluation or {}
-    matrix = figures.valid_confusion(evaluation.get("confusion"))
     per_class = evaluation.get("per_class") or []
-    if matrix is None or len(per_class) != 10:
+    classes = len(per_class)
+    matrix = figures.valid_confusion(evaluation.get("confusion"), classes) if classes else None
+    if matrix is None:
         return None
-    names = figures.CLASS_NAMES["ja" if ja else "en"]
-    means = {group: statistics.fmean(per_class[i] for i in members)
-             for group, members in (("shoes", figures.SHOES), ("clothes", figures.CLOTHES), ("bag", figures.BAG))}
+    lang = "ja" if ja else "en"
+    names = content.class_names(lang, classes)
+    means = [(g.name.get(lang), statistics.fmean(per_class[i] for i in g.members if i < classes))
+             for g in content.groups if any(i < classes for i in g.members)]
     off = matrix.copy()
-    for i in range(10):
+    for i in range(classes):
         off[i, i] = 0
-    true, predicted = divmod(int(off.argmax()), 10)
+    true, predicted = divmod(int(off.argmax()), classes)
     confusion_note = _t(ja, f"いちばん多い間違い：{names[true]} を {names[predicted]} と予測（{off[true, predicted]} 枚）。",
                         f"Most frequent mistake: {names[true]} predicted as {names[predicted]} ({off[true, predicted]} images).")
-    slides = _t(ja, "スライドのとおり、Fashion-MNIST の靴は常に左向き、衣服はほぼ左右対称です。上下反転や 90° 回転で拡張すると、"
-                    "テストには現れない向きの画像で学習することになり、テスト正解率が下がることがあります。",
-                "As the slides point out, shoes in Fashion-MNIST always face left and clothes are symmetric: vertical flips "
-                "and 90° rotations teach orientations the test set never shows, which can lower test accuracy.")
-    groups = _t(ja, f"このモデルのクラス別正解率の平均：衣服 {means['clothes']:.2f}、靴 {means['shoes']:.2f}、バッグ {means['bag']:.2f}。",
-                f"Mean per-class accuracy of this model: clothes {means['clothes']:.2f}, shoes {means['shoes']:.2f}, bag {means['bag']:.2f}.")
+    listed = _t(ja, "、", ", ").join(f"{name} {mean:.2f}" for name, mean in means)
+    groups = _t(ja, f"このモデルのクラス別正解率の平均：{listed}。", f"Mean per-class accuracy of this model: {listed}.") if means else ""
+    legend = [(g.legend.get(fig_lang), g.color, g.members) for g in content.groups]
     return {
         "accuracy": evaluation.get("accuracy"),
         "n": int(matrix.sum()),
-        "confusion": Picture(_t(ja, "混同行列", "Confusion matrix"), figures.confusion_matrix(matrix, fig_lang), confusion_note),
+        "confusion": Picture(_t(ja, "混同行列", "Confusion matrix"),
+                             figures.confusion_matrix(matrix, fig_lang, content.class_names(fig_lang, classes)),
+                             confusion_note),
         "per_class": Picture(_t(ja, "クラス別正解率", "Accuracy per class"),
-                             figures.per_class_accuracy(per_class, fig_lang), groups),
-        "slides": slides,
+                             figures.per_class_accuracy(per_class, fig_lang, content.class_names(fig_lang, classes),
+                                                        legend), groups),
+        "slides": content.comment("test_set", lang),
     }
 
 

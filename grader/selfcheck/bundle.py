@@ -280,10 +280,10 @@ def generate(*, project_root: Path, assignment: str, keras_home: Path, cache_roo
 
 
 def main(argv: list[str] | None = None) -> int:
-    from grader.assignment.paths import CACHE_ROOT, DATA_HOME, PROJECT_ROOT
+    from grader.assignment.paths import CACHE_ROOT, DATA_HOME, DEFAULT_ASSIGNMENT, PROJECT_ROOT
 
     parser = argparse.ArgumentParser(prog="python -m grader.selfcheck.bundle", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--assignment", default="kadai8")
+    parser.add_argument("--assignment", default=DEFAULT_ASSIGNMENT)
     parser.add_argument("--keras-home", type=Path, default=DATA_HOME)
     parser.add_argument("--cache", type=Path, default=CACHE_ROOT)
     parser.add_argument("--check", action="store_true", help="only report whether the file is up to date")
