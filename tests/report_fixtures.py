@@ -12,6 +12,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,3 +235,24 @@ def build_class(folder: Path, lang: str = "ja") -> tuple[Path, dict[str, Student
     write_class_outputs(results.values(), session.out_dir, lang=lang, title=session.spec.title.get(lang),
                         budget_summary=f"quick ({session.budget.summary(lang)})")
     return session.out_dir, results
+
+
+# ---------------------------------------------------------------- language
+JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff00-\uffef]")
+COURSE_TERMS = ("考察",)  # the notebook's own heading, quoted in the English texts on purpose
+
+
+def japanese_in_grader_text(result: StudentResult) -> list[str]:
+    """Grader-written texts of a result that still contain Japanese (course terms aside)."""
+    texts = [("message", result.message), ("budget.summary", result.budget.get("summary", "")),
+             ("reference.threshold_source", (result.reference or {}).get("threshold_source", ""))]
+    texts += [(f"notes[{i}]", note) for i, note in enumerate(result.notes)]
+    for check in result.checks:
+        texts += [(f"{check.id}.{name}", getattr(check, name)) for name in ("message", "title", "hint", "public_message")]
+    found = []
+    for where, text in texts:
+        for term in COURSE_TERMS:
+            text = (text or "").replace(term, "")
+        if JAPANESE.search(text):
+            found.append(f"{where}: {text}")
+    return found

@@ -150,13 +150,13 @@ def test_manual_points_are_clamped_to_the_check(book):
 # ---------------------------------------------------------------- fingerprints and the plan
 def shared(**change) -> str:
     parts = dict(spec_source=b"spec", reference=b"ref", kernel=b"kernel", versions={"grader": "1", "keras": "3"},
-                 data_fingerprint="data", budget="quick", lang="ja")
+                 data_fingerprint="data", budget="quick")
     return batch_inputs(**{**parts, **change})
 
 
 @pytest.mark.parametrize("change", [
     {"spec_source": b"spec2"}, {"reference": b"ref2"}, {"kernel": b"kernel2"}, {"versions": {"grader": "2", "keras": "3"}},
-    {"versions": {"grader": "1", "keras": "3.1"}}, {"data_fingerprint": "other"}, {"budget": "standard"}, {"lang": "en"},
+    {"versions": {"grader": "1", "keras": "3.1"}}, {"data_fingerprint": "other"}, {"budget": "standard"},
 ])
 def test_the_fingerprint_changes_with_every_ingredient(change):
     base = input_fingerprint(b"notebook", batch_inputs=shared())

@@ -8,8 +8,8 @@ and nothing imports in a circle. Read from the source with `ast`, function-level
     grader.report · engine                       pages and figures · grading one notebook
     grader.judge                                 check kinds and verdicts (the trusted side)
     grader.evidence                              what the judge reads: evidence, trusted evaluation
-    grader.isolation · assignment · i18n         sandbox and launcher · spec, paths, data · words
-    grader.results · errors · kernel             the result contract, errors, the kernel harness
+    grader.isolation · assignment                sandbox and launcher · spec, paths, data, course content
+    grader.results · errors · kernel · i18n      the result contract, errors, the kernel harness, words
 
 `grader.kernel` runs inside untrusted kernels: it imports nothing from the grader.
 """
@@ -31,8 +31,8 @@ LAYERS: list[set[str]] = [
     {"report", "engine"},
     {"judge"},
     {"evidence"},
-    {"isolation", "assignment", "i18n"},
-    {"results", "errors", "kernel", "__init__"},
+    {"isolation", "assignment"},
+    {"results", "errors", "kernel", "i18n", "__init__"},
 ]
 LEAVES = {"commands"}  # folders whose modules may not import each other (nothing is shared there)
 

@@ -320,8 +320,8 @@ def test_lateness_from_the_pull_manifest_in_csv_class_page_and_words(tmp_path):
     by_lms = StudentResult(student="s9", assignment="kadai8", status="graded", message="", score=10, max_score=10,
                            submission={"submitted_at": "2026-07-12T09:00:00+09:00", "late": True, "late_by_s": None})
     unknown = StudentResult(student="s10", assignment="kadai8", status="graded", message="", score=10, max_score=10)
-    assert report.late_text(late, True) == "期限後（1 日 2 時間）" and report.late_text(late, False) == "late by 1 d 2 h"
-    assert report.late_text(by_lms, True) == "期限後（LMS の記録）" and report.late_text(on_time, True) == ""
+    assert report.late_text(late, "ja") == "期限後（1 日 2 時間）" and report.late_text(late, "en") == "late by 1 d 2 h"
+    assert report.late_text(by_lms, "ja") == "期限後（LMS の記録）" and report.late_text(on_time, "ja") == ""
     report.write_grades_csv([late, on_time, by_lms, unknown], tmp_path / "g.csv")
     with open(tmp_path / "g.csv", encoding="utf-8-sig", newline="") as handle:
         rows = {r["student"]: r for r in csv.DictReader(handle)}

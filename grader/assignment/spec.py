@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.errors import ConfigError
+from grader.i18n import t
 
 LANGS = ("ja", "en")
 
@@ -58,12 +59,10 @@ class Budget:
 
     def summary(self, lang: str = "ja") -> str:
         if self.max_epochs is None and self.max_steps_per_epoch is None:
-            return "制限なし（ノートブックのとおり）" if lang == "ja" else "as written (no caps)"
+            return t("budget.as_written", lang)
         epochs = self.max_epochs if self.max_epochs is not None else "∞"
         steps = self.max_steps_per_epoch if self.max_steps_per_epoch is not None else "∞"
-        if lang == "ja":
-            return f"最大 {epochs} エポック × {steps} ステップ"
-        return f"at most {epochs} epochs × {steps} steps"
+        return t("budget.caps", lang, epochs=epochs, steps=steps)
 
 
 @dataclass(frozen=True)

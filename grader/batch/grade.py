@@ -3,11 +3,12 @@
 Fast, resumable and incremental:
   * the gradebook (OUT/gradebook.sqlite, grader.gradebook.store) records each student's result the
     moment it is finished, so a batch killed halfway loses only the notebooks still running;
-  * a student whose input fingerprint (notebook, spec, reference, harness, versions, data, budget,
-    language) matches a finished result is not executed again (grader.batch.plan): the stored result
-    is reused, the accuracy threshold re-judged (a new calibration applies without re-execution),
-    the TA's manual scores applied, and the report re-rendered only when its inputs changed;
-    `--force` and `--student` regrade on purpose, and grader_error results are always retried;
+  * a student whose input fingerprint (notebook, spec, reference, harness, versions, data, budget)
+    matches a finished result is not executed again (grader.batch.plan): the stored result is
+    reused, the accuracy threshold re-judged (a new calibration applies without re-execution), the
+    TA's manual scores applied, and the report re-rendered only when its inputs changed; a result in
+    another language is judged again from its kept evidence (grader.engine.rejudge), still without
+    executing; `--force` and `--student` regrade on purpose, grader_error results are always retried;
   * `jobs` kernels run at once, each with cores ÷ jobs TensorFlow threads.
 """
 
@@ -17,7 +18,7 @@ import asyncio
 import copy
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +32,7 @@ from grader.engine.calibration import load_calibration
 from grader.engine.launcher import sandbox_for
 from grader.engine.pipeline import Session, Submission, grade_submission, public_messages, threshold_summary
 from grader.engine.reference import library_versions, with_reference
+from grader.engine.rejudge import can_rejudge, rejudge
 from grader.engine.session import make_session
 from grader.errors import ConfigError
 from grader.evidence.evaluate import ModelEvaluation
@@ -38,6 +40,7 @@ from grader.gradebook.final import Reviews
 from grader.gradebook.manifest import keep_manifest
 from grader.gradebook.publish import write_class, write_student
 from grader.gradebook.store import Gradebook, ResultRow, batch_inputs, input_fingerprint, sha256_bytes
+from grader.i18n import t
 from grader.isolation.launch import Launcher
 from grader.isolation.machine import default_jobs, threads_per_job
 from grader.isolation.workroot import exclusive_output, work_root
@@ -133,9 +136,9 @@ class ClassGrading:
             plan = self.plan()
             to_run = [p for p in plan if p.run]
             self.progress.start(total=len(plan), to_run=len(to_run), jobs=min(self.jobs, max(1, len(to_run))))
-            self.reuse(plan)  # first: cheap, and the class pages need them whatever happens next
-            if to_run:
-                await self.execute(to_run)
+            rerender = self.reuse(plan)  # first: cheap, and the class pages need them whatever happens next
+            if to_run or rerender:
+                await self.execute(to_run, rerender)
             self.finish(started)
         except BaseException:  # killed politely (Ctrl-C) or a batch-level error: say so in the gradebook
             book.finish_run(self.run_id, students=len(self.results), executed=len(self.summary.executed),
@@ -150,7 +153,7 @@ class ClassGrading:
         shared = batch_inputs(spec_source=spec.source_bytes,
                               reference=spec.reference.read_bytes() if spec.reference.is_file() else b"",
                               kernel=Path(grader_kernel.__file__).read_bytes(), versions=self.versions,
-                              data_fingerprint=self.data_fingerprint, budget=self.budget.name, lang=request.lang)
+                              data_fingerprint=self.data_fingerprint, budget=self.budget.name)
         fingerprints = {}
         for submission in self.found:
             data = submission.path.read_bytes()
@@ -158,6 +161,7 @@ class ClassGrading:
             self.book.record_submission(spec.id, submission.student, submission.path, sha256_bytes(data))
         plan = plan_batch(self.found, fingerprints, self.book.results(spec.id), force=request.force,
                           only=self.only or None)
+        plan = [replace(p, run=True, reason="language") if self.must_execute_for_language(p) else p for p in plan]
         keep_manifest(request.submissions, request.out)
         self.reviews = Reviews.load(request.out, spec.id)
         for planned in plan:
@@ -165,18 +169,38 @@ class ClassGrading:
                 log.info("%s: will run (%s)", planned.submission.student, planned.reason)
         return plan
 
-    def reuse(self, plan: list[Planned]) -> None:
-        """Stored results of unchanged students, re-judged with the threshold in force, published."""
+    def must_execute_for_language(self, planned: Planned) -> bool:
+        """A result in another language whose kept evidence is gone can only be had by executing."""
+        stored = planned.previous.result if planned.previous else None
+        return (not planned.run and planned.reason != "not selected" and stored is not None
+                and stored.lang != self.request.lang and not can_rejudge(stored, self.request.out / stored.student))
+
+    def reuse(self, plan: list[Planned]) -> list[Planned]:
+        """Stored results of unchanged students, re-judged with the threshold in force, published;
+        returns those in another language, judged again once the session is open (rerender)."""
+        other_language = []
         for planned in plan:
             if planned.run or planned.previous is None:
                 continue
             stored = planned.previous.result
+            if stored.lang != self.request.lang and can_rejudge(stored, self.request.out / stored.student):
+                other_language.append(planned)
+                continue
             if stored.execution.get("budget") == self.budget.name:  # (--student may keep other budgets' rows)
                 stored = rejudge_accuracy(stored, self.spec, self.threshold((stored.reference or {}).get("accuracy")))
             self.publish(stored, reused=True, seconds=None, row=planned.previous)
+        return other_language
 
-    async def execute(self, to_run: list[Planned]) -> None:
-        """The reference (cached), then `jobs` students at once in sandboxed kernels."""
+    async def rerender(self, planned: Planned, session: Session) -> None:
+        """A reused result judged again in this run's language from its kept evidence (nothing runs)."""
+        previous = planned.previous
+        assert previous is not None
+        result = await rejudge(previous.result, planned.submission, session)
+        self.publish(result, reused=True, seconds=None, row=previous)
+
+    async def execute(self, to_run: list[Planned], rerender: list[Planned]) -> None:
+        """The reference (cached), results in another language judged again, then `jobs` students
+        at once in sandboxed kernels."""
         request = self.request
         data = load_dataset(request.keras_home)
         launcher = request.launcher or sandbox_for(
@@ -184,7 +208,7 @@ class ClassGrading:
             hidden=[request.project_root, request.out, request.submissions, request.cache_root, request.keras_home,
                     *([request.calibration_root] if request.calibration_root else [])])
         log.info("sandbox: %s; %d jobs × %d threads", launcher.name, self.jobs, self.threads)
-        self.summary.sandbox = launcher.name
+        self.summary.sandbox = launcher.name if to_run else ""
         with work_root() as work:
             session = make_session(spec=self.spec, budget=self.budget, launcher=launcher, data=data,
                                    data_dir=dataset_dir(request.keras_home).resolve(), out_dir=request.out,
@@ -193,6 +217,8 @@ class ClassGrading:
                                            data_fingerprint=self.data_fingerprint, calibration=self.calibration)
             self.summary.reference_accuracy = session.reference.evaluation.accuracy
             self.summary.reference_seconds = session.reference.seconds
+            for planned in rerender:
+                await self.rerender(planned, session)
             limit = asyncio.Semaphore(max(1, self.jobs))
             await asyncio.gather(*(self.execute_one(p, session, limit) for p in to_run))
 
@@ -279,9 +305,9 @@ def rejudge_accuracy(result: StudentResult, spec: AssignmentSpec, threshold: Acc
 
 
 def grader_error_result(submission: Submission, session: Session, exc: Exception) -> StudentResult:
-    checks = not_run_results(session.spec, session.lang, "実行されませんでした。" if session.lang != "en" else "Not run.")
+    checks = not_run_results(session.spec, session.lang, t("run.not_run", session.lang))
     return StudentResult(
         student=submission.student, assignment=session.spec.id, status=GRADER_ERROR,
-        message=f"採点システム内部のエラー: {type(exc).__name__}: {exc}"[:500], score=0,
+        message=t("run.grader_error", session.lang, error=f"{type(exc).__name__}: {exc}")[:500], score=0,
         max_score=session.spec.max_score, checks=checks,
         execution={"budget": session.budget.name, "sandbox": session.launcher.name}, lang=session.lang)

@@ -30,7 +30,7 @@ class Planned:
     submission: Submission
     fingerprint: str
     run: bool
-    reason: str  # new | changed | forced | selected | retry | unchanged | not selected
+    reason: str  # new | changed | forced | selected | retry | language | unchanged | not selected
     previous: ResultRow | None = None
 
 

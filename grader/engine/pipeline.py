@@ -33,6 +33,7 @@ from grader.results import (
     ERROR, FAIL, GRADED, GRADER_ERROR, INVALID, KERNEL_DIED, TIMEOUT, CheckResult, StudentResult,
 )
 from grader.assignment.spec import AssignmentSpec, Budget
+from grader.i18n import t
 from grader.judge.verdicts import judge_all, not_run_results
 
 MAX_NOTEBOOK_BYTES = 20_000_000
@@ -105,16 +106,16 @@ class StopGrading(Exception):
 async def read_submission(run: StudentRun, session: Session) -> None:
     path = run.submission.path
     if path.stat().st_size > MAX_NOTEBOOK_BYTES:
-        raise StopGrading(INVALID, f"ノートブックが大きすぎます（{path.stat().st_size // 1_000_000} MB）。")
+        raise StopGrading(INVALID, t("run.too_large", session.lang, mb=path.stat().st_size // 1_000_000))
     try:
         run.notebook = nbformat.read(path, as_version=4)
         nbformat.validate(run.notebook)
     except UnicodeDecodeError:
-        raise StopGrading(INVALID, "ノートブックが UTF-8 ではありません。Jupyter で保存し直してください。") from None
+        raise StopGrading(INVALID, t("run.not_utf8", session.lang)) from None
     except (json.JSONDecodeError, nbformat.reader.NotJSONError) as exc:
-        raise StopGrading(INVALID, f"ノートブックが JSON として読めません（保存されていない／壊れている可能性）: {str(exc)[:200]}") from None
+        raise StopGrading(INVALID, t("run.not_json", session.lang, error=str(exc)[:200])) from None
     except nbformat.ValidationError as exc:
-        raise StopGrading(INVALID, f"ノートブックの形式が不正です: {exc.message[:200]}") from None
+        raise StopGrading(INVALID, t("run.malformed", session.lang, error=exc.message[:200])) from None
 
 
 async def prepare_job(run: StudentRun, session: Session) -> None:
@@ -137,7 +138,7 @@ async def execute(run: StudentRun, session: Session) -> None:
     session.launcher.kill_processes(run.job)  # nothing the student started may touch what follows
     nbformat.write(executed, run.out_dir / "executed.ipynb")
     if run.execution.start_failure:
-        raise StopGrading(GRADER_ERROR, f"カーネルを起動できませんでした: {run.execution.start_failure[:300]}")
+        raise StopGrading(GRADER_ERROR, t("run.kernel_start_failed", session.lang, error=run.execution.start_failure[:300]))
 
 
 async def collect_evidence(run: StudentRun, session: Session) -> None:
@@ -152,7 +153,8 @@ async def collect_evidence(run: StudentRun, session: Session) -> None:
         failed = run.evidence.first("harness_failed") or {}
         if run.execution and run.execution.kernel_died and not run.evidence.events:
             return  # died before the harness could write; graded as kernel death
-        raise StopGrading(GRADER_ERROR, f"採点用ハーネスが起動しませんでした: {failed.get('error', '記録なし')}")
+        raise StopGrading(GRADER_ERROR, t("run.harness_failed", session.lang,
+                                          error=failed.get("error") or t("run.nothing_recorded", session.lang)))
 
 
 async def evaluate_model(run: StudentRun, session: Session) -> None:
@@ -181,21 +183,18 @@ STEPS: tuple[Step, ...] = (read_submission, prepare_job, execute, collect_eviden
 
 def execution_status(execution: ExecutionResult | None, lang: str) -> tuple[str, str]:
     """The student-level status and its one-line explanation."""
-    ja = lang != "en"
     if execution is None:
         return GRADED, ""
     if execution.timed_out:
-        scope = ("セル" if execution.timeout_scope == "cell" else "ノートブック全体") if ja else execution.timeout_scope
-        return TIMEOUT, (f"制限時間を超えました（{scope}）。それまでの結果で採点しました。" if ja
-                         else f"Time limit exceeded ({scope}); graded on what ran before.")
+        scope = t(f"run.timeout_scope.{execution.timeout_scope or 'notebook'}", lang)
+        return TIMEOUT, t("run.timeout", lang, scope=scope)
     if execution.kernel_died:
-        return KERNEL_DIED, ("カーネルが途中で終了しました。それまでの結果で採点しました。" if ja
-                             else "The kernel died; graded on what ran before.")
+        return KERNEL_DIED, t("run.kernel_died", lang)
     if execution.errors:
         first = execution.errors[0]
         where = f"[{first.execution_count}]" if first.execution_count else f"#{first.cell_index + 1}"
-        return ERROR, (f"セル {where} でエラー: {first.ename}: {first.evalue[:120]}（他 {len(execution.errors) - 1} 件）" if ja
-                       else f"Error in cell {where}: {first.ename}: {first.evalue[:120]} (+{len(execution.errors) - 1} more)")
+        return ERROR, t("run.cell_error", lang, where=where, ename=first.ename, evalue=first.evalue[:120],
+                        more=len(execution.errors) - 1)
     return GRADED, ""
 
 
@@ -220,7 +219,7 @@ async def run_steps(run: StudentRun, session: Session, steps: tuple[Step, ...]) 
         run.status, run.message = stop.status, stop.message
     except Exception as exc:  # noqa: BLE001 - a grader bug on one student is data, not a lost batch
         run.status = GRADER_ERROR
-        run.message = f"採点システム内部のエラー: {type(exc).__name__}: {exc}"[:500]
+        run.message = t("run.grader_error", session.lang, error=f"{type(exc).__name__}: {exc}")[:500]
         (run.out_dir / "grader_error.txt").write_text(traceback.format_exc(), encoding="utf-8")
     finally:
         if run.job is not None:
@@ -248,7 +247,7 @@ def keep_kernel_log(run: StudentRun, max_bytes: int = 200_000) -> None:
 def build_result(run: StudentRun, session: Session) -> StudentResult:
     spec, lang = session.spec, session.lang
     checks = public_messages(run.checks or not_run_results(
-        spec, lang, "実行されませんでした。" if lang != "en" else "Not run."), spec, lang)
+        spec, lang, t("run.not_run", lang)), spec, lang)
     ready = run.evidence.first("harness_ready") if run.evidence else None
     return StudentResult(
         student=run.submission.student,
@@ -343,28 +342,22 @@ def written_answers(run: StudentRun, spec: AssignmentSpec) -> dict[str, str]:
 def notes_for(run: StudentRun, lang: str) -> list[str]:
     """Things the TA should know that are not checks: shims used, budget applied, odd evidence."""
     notes: list[str] = []
-    ja = lang != "en"
     evidence = run.evidence
     if evidence is None:
         return notes
     for shim in evidence.compat_shims():
-        notes.append(f"互換シムを使用: {shim}（Keras 3 では動かないスライドの書き方）" if ja
-                     else f"Compatibility shim used: {shim} (slide code that Keras 3 rejects)")
+        notes.append(t("note.shim", lang, shim=shim))
     for fit in evidence.of("fit_start"):
         req, eff = fit.get("requested", {}), fit.get("effective", {})
         if (req.get("epochs"), req.get("steps_per_epoch")) != (eff.get("epochs"), eff.get("steps_per_epoch")):
-            notes.append(
-                (f"fit #{fit['fit']}: 予算により epochs {req.get('epochs')}→{eff.get('epochs')}, "
-                 f"steps_per_epoch {req.get('steps_per_epoch')}→{eff.get('steps_per_epoch')}") if ja else
-                (f"fit #{fit['fit']}: budget capped epochs {req.get('epochs')}→{eff.get('epochs')}, "
-                 f"steps_per_epoch {req.get('steps_per_epoch')}→{eff.get('steps_per_epoch')}"))
+            notes.append(t("note.budget_capped", lang, fit=fit["fit"], requested_epochs=req.get("epochs"),
+                           effective_epochs=eff.get("epochs"), requested_steps=req.get("steps_per_epoch"),
+                           effective_steps=eff.get("steps_per_epoch")))
     for claim in evidence.of("evaluate"):
-        notes.append((f"ノートブックが表示した評価結果（採点には使いません）: {claim.get('claimed')}" if ja
-                      else f"Evaluation the notebook reported (not used for scoring): {claim.get('claimed')}"))
+        notes.append(t("note.claimed_evaluation", lang, claimed=claim.get("claimed")))
     notes.extend(f"evidence: {p}" for p in evidence.problems)
     notes.extend(f"evidence skipped: {s}" for s in run.skipped_evidence)
     if run.execution and run.execution.truncated_cells:
         cells = ", ".join(str(i + 1) for i in run.execution.truncated_cells)
-        notes.append(f"出力が大きすぎるため省略しました（セル {cells}）" if ja
-                     else f"Output truncated (cells {cells})")
+        notes.append(t("note.output_truncated", lang, cells=cells))
     return notes

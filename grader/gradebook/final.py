@@ -22,6 +22,7 @@ from typing import Any
 from grader.gradebook.manifest import read_manifest, with_submission
 from grader.gradebook.reviews import Override, ReviewStore
 from grader.gradebook.store import Gradebook, ManualScore
+from grader.i18n import t
 from grader.results import FAIL, PASS, StudentResult
 
 
@@ -58,7 +59,6 @@ def _apply_manual_scores(result: StudentResult, scores: dict[str, ManualScore] |
     if not scores:
         return result
     result = copy.deepcopy(result)
-    ja = result.lang != "en"
     for check in result.checks:
         score = scores.get(check.id)
         if score is None:
@@ -66,8 +66,8 @@ def _apply_manual_scores(result: StudentResult, scores: dict[str, ManualScore] |
         points = max(0, min(int(score.points), check.max_points))
         check.points = points
         check.status = PASS if points > 0 else FAIL
-        text = (f"TA 採点: {points} / {check.max_points}" if ja else f"TA score: {points} / {check.max_points}")
-        text += f"（{score.comment}）" if ja and score.comment else f" ({score.comment})" if score.comment else ""
+        text = t("note.ta_score", result.lang, points=points, max_points=check.max_points)
+        text += t("note.ta_comment", result.lang, comment=score.comment) if score.comment else ""
         check.message = check.public_message = text
         result.notes.append(f"{check.id}: {text}" + (f" — {score.scorer}, {score.updated_at}" if score.scorer else
                                                       f" — {score.updated_at}"))
@@ -79,7 +79,6 @@ def _apply_overrides(result: StudentResult, overrides: dict[str, Override] | Non
     if not overrides:
         return result
     result = copy.deepcopy(result)
-    ja = result.lang != "en"
     for check in result.checks:
         o = overrides.get(check.id)
         if o is None:
@@ -89,8 +88,7 @@ def _apply_overrides(result: StudentResult, overrides: dict[str, Override] | Non
                           "reason": o.reason, "reviewer": o.reviewer, "at": o.updated_at}
         check.points = points
         check.status = PASS if points > 0 else FAIL
-        result.notes.append((f"{check.id}: TA が {points} / {check.max_points} 点に上書き（理由：{o.reason}）— "
-                             if ja else f"{check.id}: overridden to {points} / {check.max_points} by the TA "
-                             f"(reason: {o.reason}) — ") + f"{o.reviewer}, {o.updated_at}")
+        result.notes.append(t("note.override", result.lang, check=check.id, points=points, max_points=check.max_points,
+                              reason=o.reason, reviewer=o.reviewer, at=o.updated_at))
     result.score = sum(c.points for c in result.checks)
     return result

@@ -188,13 +188,15 @@ def input_fingerprint(notebook: bytes, *, batch_inputs: str) -> str:
 
 
 def batch_inputs(*, spec_source: bytes, reference: bytes, kernel: bytes, versions: dict[str, str],
-                 data_fingerprint: str, budget: str, lang: str) -> str:
+                 data_fingerprint: str, budget: str) -> str:
     """The part of every student's fingerprint that the batch shares: the spec file, the reference
-    notebook, the kernel harness, grader and library versions, the data set, the budget and the
-    report language. Any change re-executes everyone; the notebook's own bytes are added per student."""
+    notebook, the kernel harness, grader and library versions, the data set and the budget. Any
+    change re-executes everyone; the notebook's own bytes are added per student. The language is
+    not an input: a result in another language is judged again from its kept evidence
+    (grader.engine.rejudge), never executed again."""
     digest = hashlib.sha256()
     for part in (spec_source, reference, kernel, json.dumps(versions, sort_keys=True).encode(),
-                 data_fingerprint.encode(), budget.encode(), lang.encode()):
+                 data_fingerprint.encode(), budget.encode()):
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()
 

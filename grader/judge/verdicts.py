@@ -3,33 +3,25 @@
 from __future__ import annotations
 
 import json
-import tomllib
-from functools import cache
-from pathlib import Path
 from typing import Any
 
+from grader.assignment.spec import AssignmentSpec, CheckSpec
 from grader.errors import ConfigError
+from grader.i18n import MESSAGES, catalogue, t
 from grader.judge.checks import ERROR, FAIL, KINDS, NOT_RUN, PASS, CheckContext, Observation
 from grader.results import CheckResult
-from grader.assignment.spec import AssignmentSpec, CheckSpec
 
-MESSAGES = Path(__file__).resolve().parent.parent / "i18n" / "messages.toml"
+__all__ = ["MESSAGES", "judge", "judge_all", "not_run_results", "observe", "reason_catalog", "reason_text",
+           "require_known_kinds"]
 
 
-@cache
 def reason_catalog() -> dict[str, dict[str, str]]:
-    return tomllib.loads(MESSAGES.read_text(encoding="utf-8"))
+    """The message catalogue (grader.i18n); a check's `reason` is one of its keys."""
+    return catalogue()
 
 
 def reason_text(reason: str | None, args: dict[str, Any], lang: str) -> str:
-    if not reason:
-        return ""
-    entry = reason_catalog().get(reason, {})
-    template = entry.get(lang) or entry.get("ja") or reason
-    try:
-        return template.format(**args)
-    except (KeyError, IndexError, ValueError):
-        return template
+    return t(reason, lang, **args) if reason else ""
 
 
 def observe(check: CheckSpec, context: CheckContext) -> Observation:

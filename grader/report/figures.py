@@ -23,6 +23,8 @@ from matplotlib import font_manager  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from grader.i18n import t  # noqa: E402
+
 # Class names, groups and colours are the assignment's (assignments/<id>/content.toml): callers pass them.
 CJK_NAMES = ("Noto Sans CJK JP", "Noto Sans JP", "IPAexGothic", "IPAGothic", "TakaoGothic", "VL Gothic",
              "Hiragino Sans", "Yu Gothic", "Source Han Sans JP", "Droid Sans Fallback")
@@ -58,10 +60,6 @@ def cjk_font() -> str | None:
 def label_lang(lang: str) -> str:
     """The language figure labels are written in: Japanese only when a CJK font exists."""
     return "ja" if lang != "en" and cjk_font() else "en"
-
-
-def _t(lang: str, ja: str, en: str) -> str:
-    return ja if lang == "ja" else en
 
 
 def new_figure(width: float, height: float, lang: str, layout: str | None = "constrained") -> Figure:
@@ -131,8 +129,7 @@ def batch_grid(x: Any, x_orig: Any, y_orig: Any, lang: str, names: Sequence[str]
         return None
     n = len(augmented) if original is None else min(len(augmented), len(original))
     labels = label_indices(y_orig, n, len(names)) if names else [None] * n
-    panels = [(_t(lang, "元の画像", "originals"), original),
-              (_t(lang, "拡張後（最初のバッチ）", "augmented (first batch)"), augmented)]
+    panels = [(t("figure.originals", lang), original), (t("figure.augmented", lang), augmented)]
     panels = [(title, images[:n]) for title, images in panels if images is not None]
     fig = new_figure(3.3 * len(panels), 3.7, lang, layout=None)  # fixed margins: constrained layout is slow here
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.01, top=0.93, wspace=0.08)
@@ -161,17 +158,17 @@ def learning_curves(history: dict[str, Any], lang: str) -> str | None:
         except (TypeError, ValueError):
             return None
 
-    panels = [("loss", _t(lang, "損失 (loss)", "loss")), ("accuracy", _t(lang, "正解率 (accuracy)", "accuracy"))]
+    panels = [("loss", t("figure.loss", lang)), ("accuracy", t("figure.accuracy", lang))]
     if not any(series(key) for key, _ in panels):
         return None
     fig = new_figure(7.2, 2.8, lang)
     for ax, (key, title) in zip(fig.subplots(1, 2), panels):
-        for prefix, name, style in (("", _t(lang, "訓練", "training"), "o-"), ("val_", _t(lang, "検証", "validation"), "s--")):
+        for prefix, name, style in (("", t("figure.training", lang), "o-"), ("val_", t("figure.validation", lang), "s--")):
             values = series(prefix + key)
             if values:
                 ax.plot(range(1, len(values) + 1), values, style, label=name, markersize=4)
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel(_t(lang, "エポック", "epoch"))
+        ax.set_xlabel(t("figure.epoch", lang))
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         if ax.has_data():
@@ -203,8 +200,8 @@ def confusion_matrix(confusion: Any, lang: str, names: Sequence[str]) -> str | N
                     color="white" if share[row, col] > 0.55 else "black")
     ax.set_xticks(range(classes), names, rotation=60, ha="right", fontsize=7.5)
     ax.set_yticks(range(classes), names, fontsize=7.5)
-    ax.set_xlabel(_t(lang, "予測したクラス", "predicted class"))
-    ax.set_ylabel(_t(lang, "正解のクラス", "true class"))
+    ax.set_xlabel(t("figure.predicted_class", lang))
+    ax.set_ylabel(t("figure.true_class", lang))
     return to_data_uri(fig)
 
 
@@ -224,7 +221,7 @@ def per_class_accuracy(per_class: Sequence[float], lang: str, names: Sequence[st
     ax.set_yticks(rows, names, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_xlabel(_t(lang, "クラス別正解率", "accuracy per class"))
+    ax.set_xlabel(t("figure.accuracy_per_class", lang))
     ax.grid(axis="x", alpha=0.3)
     if groups:
         fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=min(3, len(groups)), fontsize=7,
@@ -241,8 +238,8 @@ def score_histogram(scores: Sequence[int], max_score: int, lang: str) -> str | N
     step = 5 if max_score <= 100 else max(1, max_score // 20)
     ax.hist(scores, bins=np.arange(0, max_score + step + 1, step) - step / 2, color="#3b6ea8", edgecolor="white")
     ax.set_xlim(-step, max_score + step)
-    ax.set_xlabel(_t(lang, "点数", "score"))
-    ax.set_ylabel(_t(lang, "人数", "students"))
+    ax.set_xlabel(t("figure.score", lang))
+    ax.set_ylabel(t("figure.students", lang))
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.grid(axis="y", alpha=0.3)
     return to_data_uri(fig)
@@ -264,13 +261,13 @@ def accuracy_distribution(points: Sequence[tuple[str, float]], threshold: float 
         ax.set_ylim(-0.7, len(ordered) - 0.3)
     else:
         ax.hist([a for _, a in points], bins=20, range=(0, 1), color="#3b6ea8", edgecolor="white")
-        ax.set_ylabel(_t(lang, "人数", "students"))
+        ax.set_ylabel(t("figure.students", lang))
     if threshold is not None:
-        ax.axvline(threshold, color="#b00020", linestyle="--", label=_t(lang, f"基準 {threshold:.3f}", f"threshold {threshold:.3f}"))
+        ax.axvline(threshold, color="#b00020", linestyle="--", label=t("figure.threshold", lang, value=threshold))
     if reference is not None:
-        ax.axvline(reference, color="black", linestyle=":", label=_t(lang, f"参照解 {reference:.3f}", f"reference {reference:.3f}"))
+        ax.axvline(reference, color="black", linestyle=":", label=t("figure.reference", lang, value=reference))
     ax.set_xlim(0, 1)
-    ax.set_xlabel(_t(lang, "テスト正解率（採点者側で計算）", "test accuracy (computed by the grader)"))
+    ax.set_xlabel(t("figure.test_accuracy", lang))
     ax.grid(axis="x", alpha=0.3)
     if threshold is not None or reference is not None:
         ax.legend(fontsize=7, loc="upper left")

@@ -26,18 +26,15 @@ from grader.assignment.content import Content
 from grader.evidence.reader import Evidence
 from grader.report import figures
 from grader.report.render_notebook import RenderedNotebook, render_notebook
+from grader.i18n import LANGS, listing, t
 from grader.results import (
-    ERROR, FAIL, GRADED, GRADER_ERROR, INVALID, KERNEL_DIED, MANUAL, NOT_RUN, PASS, STATUS_NAMES, TIMEOUT, StudentResult,
+    CHECK_STATUSES, ERROR, FAIL, GRADED, GRADER_ERROR, INVALID, KERNEL_DIED, MANUAL, NOT_RUN, PASS, STATUS_NAMES,
+    STUDENT_STATUSES, TIMEOUT, StudentResult,
 )
 
-STATUS_LABELS = {
-    "ja": {PASS: "合格", FAIL: "不合格", ERROR: "エラー", NOT_RUN: "未実行", MANUAL: "TA採点待ち",
-           GRADED: "採点済み", TIMEOUT: "時間切れ", KERNEL_DIED: "カーネル停止", INVALID: "無効",
-           GRADER_ERROR: "採点システムエラー"},
-    "en": {PASS: "pass", FAIL: "fail", ERROR: "error", NOT_RUN: "not run", MANUAL: "manual (TA)",
-           GRADED: "graded", TIMEOUT: "timeout", KERNEL_DIED: "kernel died", INVALID: "invalid",
-           GRADER_ERROR: "grader error"},
-}
+# Words for each status, by language (the catalogue's `status.*`).
+STATUS_LABELS = {lang: {status: t(f"status.{status}", lang) for status in (*CHECK_STATUSES, *STUDENT_STATUSES)}
+                 for lang in LANGS}
 STATUS_MARKS = {PASS: "✓", FAIL: "✗", ERROR: "!", NOT_RUN: "–", MANUAL: "?"}
 ATTENTION = {ERROR, TIMEOUT, KERNEL_DIED, INVALID, GRADER_ERROR}
 SEVERITY = {GRADER_ERROR: 0, INVALID: 1, KERNEL_DIED: 2, TIMEOUT: 3, ERROR: 4, GRADED: 5}
@@ -115,24 +112,18 @@ def _when(iso: str) -> str:
     return moment.strftime("%Y-%m-%d %H:%M ") + (moment.tzname() or "")
 
 
-def _t(ja: bool, ja_text: str, en_text: str) -> str:
-    return ja_text if ja else en_text
-
-
-def late_text(result: StudentResult, ja: bool) -> str:
+def late_text(result: StudentResult, lang: str) -> str:
     """"期限後（2 時間 5 分）" for a late submission, "" otherwise (lateness comes from `grader pull`)."""
     if not result.late:
         return ""
     seconds = (result.submission or {}).get("late_by_s")
     if not isinstance(seconds, int):  # Canvas marked it late; no deadline was given to pull
-        return _t(ja, "期限後（LMS の記録）", "late (as the LMS recorded)")
+        return t("late.lms", lang)
     days, rest = divmod(max(seconds, 60), 86400)
     hours, minutes = rest // 3600, rest % 3600 // 60
-    if ja:
-        parts = [f"{days} 日" if days else "", f"{hours} 時間" if hours else "", f"{minutes} 分" if minutes and not days else ""]
-        return "期限後（" + " ".join(p for p in parts if p) + "）"
-    parts = [f"{days} d" if days else "", f"{hours} h" if hours else "", f"{minutes} min" if minutes and not days else ""]
-    return "late by " + " ".join(p for p in parts if p)
+    parts = [t("late.days", lang, n=days) if days else "", t("late.hours", lang, n=hours) if hours else "",
+             t("late.minutes", lang, n=minutes) if minutes and not days else ""]
+    return t("late.by", lang, duration=" ".join(p for p in parts if p))
 
 
 # ---------------------------------------------------------------- per student
@@ -160,10 +151,10 @@ def render_student_report(result: StudentResult, folder: Path, content: Content)
     return _environment().get_template("report.html.j2").render(
         r=result, ja=ja, labels=STATUS_LABELS[result.lang], marks=STATUS_MARKS, csp=csp(),
         verdict=verdict_line(result), budget_line=budget_line(result), fit_budget=training_fit_budget(result),
-        batches=batch_pictures(evidence, fig_lang, ja, cells, content) if evidence else [],
-        curves=curve_picture(evidence, result, fig_lang, ja, content) if evidence else None,
-        test=test_pictures(result, fig_lang, ja, content), dataset=content.dataset,
-        notebook=rendered, notes=[*result.notes, *render_notes(rendered, result, ja)],
+        batches=batch_pictures(evidence, fig_lang, result.lang, cells, content) if evidence else [],
+        curves=curve_picture(evidence, result, fig_lang, content) if evidence else None,
+        test=test_pictures(result, fig_lang, content), dataset=content.dataset, lang=result.lang,
+        notebook=rendered, notes=[*result.notes, *render_notes(rendered, result)],
         kernel_log=(folder / "kernel.log").is_file(),
         has_notebook=(folder / "executed.ipynb").is_file(),
         auto_checks=[c for c in result.checks if c.status != MANUAL],
@@ -189,25 +180,23 @@ def cell_links(notebook: Any) -> dict[int, int]:
 
 def verdict_line(result: StudentResult) -> str:
     """One sentence at the top: what happened and what to do first."""
-    ja = result.lang != "en"
+    lang = result.lang
     failed = [c.title or c.id for c in result.checks if c.status in AUTO_FAILED]
     manual = [c.title or c.id for c in result.checks if c.status == MANUAL]
     if result.status == INVALID:
-        return _t(ja, f"ノートブックを読み込めないため採点できませんでした。{result.message}",
-                  f"The notebook could not be read, so it was not graded. {result.message}")
+        return t("verdict.invalid", lang, message=result.message)
     if result.status == GRADER_ERROR:
-        return _t(ja, "採点システム側の問題で採点できませんでした。TA に連絡してください。",
-                  "The grader failed on this notebook; please contact a TA.")
+        return t("verdict.grader_error", lang)
     parts = [result.message] if result.status in ATTENTION and result.message else []
     if result.status in ATTENTION:
-        parts.append(_t(ja, "まず印の付いたセルを直してください。", "Fix the marked cell first."))
+        parts.append(t("verdict.fix_marked_cell", lang))
     if failed:
-        parts.append(_t(ja, f"自動チェック {len(failed)} 件が未達成：{'、'.join(failed[:4])}{' ほか' if len(failed) > 4 else ''}。",
-                        f"{len(failed)} automatic checks not met: {', '.join(failed[:4])}{' …' if len(failed) > 4 else ''}."))
+        parts.append(t("verdict.not_met", lang, count=len(failed), listed=listing(failed[:4], lang),
+                       more=t("list.more", lang) if len(failed) > 4 else ""))
     else:
-        parts.append(_t(ja, "自動チェックはすべて合格です。", "All automatic checks passed."))
+        parts.append(t("verdict.all_passed", lang))
     if manual:
-        parts.append(_t(ja, f"TA の採点待ち：{'、'.join(manual)}。", f"Waiting for a TA: {', '.join(manual)}."))
+        parts.append(t("verdict.waiting_for_ta", lang, listed=listing(manual, lang)))
     return " ".join(parts)
 
 
@@ -219,7 +208,7 @@ def training_fit_budget(result: StudentResult) -> dict[str, Any] | None:
 
 def budget_line(result: StudentResult) -> str:
     """e.g. "standard: 2 / 50 エポック, 150 / 750 ステップ" (effective / as written in the notebook)."""
-    ja = result.lang != "en"
+    lang = result.lang
     name = result.execution.get("budget") or result.budget.get("name", "")
     fit = training_fit_budget(result)
     if fit is None:
@@ -229,8 +218,8 @@ def budget_line(result: StudentResult) -> str:
     def pair(effective: Any, requested: Any) -> str:
         return f"{effective if effective is not None else '?'} / {requested if requested is not None else '?'}"
 
-    return (f"{name}: {pair(fit.get('effective_epochs'), fit.get('requested_epochs'))} {_t(ja, 'エポック', 'epochs')}, "
-            f"{pair(fit.get('effective_steps'), steps)} {_t(ja, 'ステップ', 'steps')}")
+    return (f"{name}: {pair(fit.get('effective_epochs'), fit.get('requested_epochs'))} {t('unit.epochs', lang)}, "
+            f"{pair(fit.get('effective_steps'), steps)} {t('unit.steps', lang)}")
 
 
 def describe_datagen(evidence: Evidence, number: Any) -> str:
@@ -239,7 +228,7 @@ def describe_datagen(evidence: Evidence, number: Any) -> str:
     return f"ImageDataGenerator({shown})"
 
 
-def batch_pictures(evidence: Evidence, fig_lang: str, ja: bool, cells: dict[int, int], content: Content) -> list[Picture]:
+def batch_pictures(evidence: Evidence, fig_lang: str, lang: str, cells: dict[int, int], content: Content) -> list[Picture]:
     """Each generator's first batch (as a 4×4 grid) beside the images it came from."""
     names = content.class_names(fig_lang, content.size)
     pictures = []
@@ -251,19 +240,18 @@ def batch_pictures(evidence: Evidence, fig_lang: str, ja: bool, cells: dict[int,
         if uri is None:
             continue
         flow = evidence.flow(batch.get("flow")) or {}
-        where = f" · {_t(ja, 'セル', 'cell')} [{batch.get('cell')}]" if batch.get("cell") else ""
+        where = f" · {t('unit.cell', lang)} [{batch.get('cell')}]" if batch.get("cell") else ""
         size = flow.get("batch_size")
         pictures.append(Picture(
             title=f"flow #{batch.get('flow')} — {describe_datagen(evidence, flow.get('datagen'))}{where}",
             uri=uri,
-            caption=_t(ja, f"左：flow() に渡した元の画像、右：最初のバッチ（batch_size={size}、先頭 16 枚）。文字は元のラベル。",
-                       f"Left: the images given to flow(); right: the first batch (batch_size={size}, first 16). Labels are the originals'."),
+            caption=t("caption.batch", lang, size=size),
             cell=cells.get(batch.get("cell")),
         ))
     return pictures
 
 
-def curve_picture(evidence: Evidence, result: StudentResult, fig_lang: str, ja: bool, content: Content) -> Picture | None:
+def curve_picture(evidence: Evidence, result: StudentResult, fig_lang: str, content: Content) -> Picture | None:
     fit = (result.evaluation or {}).get("fit")
     if fit is None:
         fit = (evidence.training_fit() or {}).get("fit")
@@ -271,12 +259,12 @@ def curve_picture(evidence: Evidence, result: StudentResult, fig_lang: str, ja: 
     uri = figures.learning_curves(history, fig_lang) if history else None
     if uri is None:
         return None
-    caption = _t(ja, f"model.fit #{fit} の記録（{budget_line(result)}）。", f"Recorded from model.fit #{fit} ({budget_line(result)}).")
+    caption = t("caption.curves", result.lang, fit=fit, budget=budget_line(result))
     acc, val = history.get("accuracy") or [None], history.get("val_accuracy") or [None]
     if (augmented_fit(evidence, fit) and isinstance(acc[-1], (int, float)) and isinstance(val[-1], (int, float))
             and val[-1] > acc[-1] and content.comment("augmented_validation", result.lang)):
         caption += " " + content.comment("augmented_validation", result.lang)
-    return Picture(_t(ja, "学習曲線", "Learning curves"), uri, caption)
+    return Picture(t("title.curves", result.lang), uri, caption)
 
 
 def augmented_fit(evidence: Evidence, fit_number: Any) -> bool:
@@ -287,7 +275,7 @@ def augmented_fit(evidence: Evidence, fit_number: Any) -> bool:
     return bool(flow and any((evidence.datagen(flow.get("datagen")) or {}).get("params", {}).values()))
 
 
-def test_pictures(result: StudentResult, fig_lang: str, ja: bool, content: Content) -> dict[str, Any] | None:
+def test_pictures(result: StudentResult, fig_lang: str, content: Content) -> dict[str, Any] | None:
     """Confusion matrix and per-class accuracy on the grader's test set, with the slides' point."""
     evaluation = result.evaluation or {}
     per_class = evaluation.get("per_class") or []
@@ -295,7 +283,7 @@ def test_pictures(result: StudentResult, fig_lang: str, ja: bool, content: Conte
     matrix = figures.valid_confusion(evaluation.get("confusion"), classes) if classes else None
     if matrix is None:
         return None
-    lang = "ja" if ja else "en"
+    lang = result.lang
     names = content.class_names(lang, classes)
     means = [(g.name.get(lang), statistics.fmean(per_class[i] for i in g.members if i < classes))
              for g in content.groups if any(i < classes for i in g.members)]
@@ -303,36 +291,33 @@ def test_pictures(result: StudentResult, fig_lang: str, ja: bool, content: Conte
     for i in range(classes):
         off[i, i] = 0
     true, predicted = divmod(int(off.argmax()), classes)
-    confusion_note = _t(ja, f"いちばん多い間違い：{names[true]} を {names[predicted]} と予測（{off[true, predicted]} 枚）。",
-                        f"Most frequent mistake: {names[true]} predicted as {names[predicted]} ({off[true, predicted]} images).")
-    listed = _t(ja, "、", ", ").join(f"{name} {mean:.2f}" for name, mean in means)
-    groups = _t(ja, f"このモデルのクラス別正解率の平均：{listed}。", f"Mean per-class accuracy of this model: {listed}.") if means else ""
+    confusion_note = t("caption.most_frequent_mistake", lang, true=names[true], predicted=names[predicted],
+                       count=off[true, predicted])
+    groups = t("caption.group_means", lang, listed=listing([f"{name} {mean:.2f}" for name, mean in means], lang)) \
+        if means else ""
     legend = [(g.legend.get(fig_lang), g.color, g.members) for g in content.groups]
     return {
         "accuracy": evaluation.get("accuracy"),
         "n": int(matrix.sum()),
-        "confusion": Picture(_t(ja, "混同行列", "Confusion matrix"),
+        "confusion": Picture(t("title.confusion", lang),
                              figures.confusion_matrix(matrix, fig_lang, content.class_names(fig_lang, classes)),
                              confusion_note),
-        "per_class": Picture(_t(ja, "クラス別正解率", "Accuracy per class"),
+        "per_class": Picture(t("title.per_class", lang),
                              figures.per_class_accuracy(per_class, fig_lang, content.class_names(fig_lang, classes),
                                                         legend), groups),
         "slides": content.comment("test_set", lang),
     }
 
 
-def render_notes(rendered: RenderedNotebook | None, result: StudentResult, ja: bool) -> list[str]:
+def render_notes(rendered: RenderedNotebook | None, result: StudentResult) -> list[str]:
     notes = []
     cut = sorted(set(result.execution.get("truncated_cells") or []) | set(rendered.truncated_cells if rendered else []))
     if cut:
-        notes.append(_t(ja, f"出力が大きすぎるため、{len(cut)} 個のセルの出力を省略しました。",
-                        f"Output of {len(cut)} cells was truncated (too large)."))
+        notes.append(t("note.cells_truncated", result.lang, count=len(cut)))
     if rendered and rendered.dropped:
-        notes.append(_t(ja, f"安全のため表示していない出力：{', '.join(rendered.dropped)}",
-                        f"Outputs not shown for safety: {', '.join(rendered.dropped)}"))
+        notes.append(t("note.outputs_dropped", result.lang, types=", ".join(rendered.dropped)))
     if rendered and rendered.stopped_at is not None:
-        notes.append(_t(ja, "実行はセルの途中で止まりました。それ以降のセルは採点時に実行されていません（出力は表示しません）。",
-                        "The run stopped inside a cell; later cells did not run during grading (their outputs are not shown)."))
+        notes.append(t("note.stopped_inside_cell", result.lang))
     return notes
 
 
@@ -362,7 +347,7 @@ def render_class_page(results: list[StudentResult], *, lang: str, title: str, bu
     return _environment().get_template("index.html.j2").render(
         results=results, ja=ja, labels=STATUS_LABELS[lang], marks=STATUS_MARKS, title=title,
         budget_summary=budget_summary, csp=csp(SORT_SCRIPT), sort_script=Markup(SORT_SCRIPT),
-        attention=attention_list(results, ja), checks=checks, rates=pass_rates(results),
+        attention=attention_list(results, lang), lang=lang, checks=checks, rates=pass_rates(results),
         threshold=threshold, reference_accuracy=ref_accuracy, max_score=max_score,
         accuracy_of=accuracy_of, below=lambda r: below_threshold(r, threshold),
         no_accuracy=[r.student for r in results if accuracy_of(r) is None],
@@ -393,7 +378,7 @@ def needs_attention(result: StudentResult) -> bool:
     return result.status in ATTENTION or result.pending_manual > 0 or result.late
 
 
-def attention_list(results: list[StudentResult], ja: bool) -> list[dict[str, Any]]:
+def attention_list(results: list[StudentResult], lang: str) -> list[dict[str, Any]]:
     """Who needs help and why, most urgent first: broken runs, then failed checks, then TA work."""
     entries = []
     for r in results:
@@ -403,12 +388,12 @@ def attention_list(results: list[StudentResult], ja: bool) -> list[dict[str, Any
         manual = [c.title or c.id for c in r.checks if c.status == MANUAL]
         reasons = []
         if r.status in ATTENTION:
-            reasons.append(r.message or STATUS_LABELS["ja" if ja else "en"][r.status])
+            reasons.append(r.message or t(f"status.{r.status}", lang))
         if failed and r.status not in (INVALID, GRADER_ERROR):
-            reasons.append(_t(ja, f"未達成 {len(failed)} 件：", f"{len(failed)} not met: ") + _t(ja, "、", ", ").join(failed))
+            reasons.append(t("attention.not_met", lang, count=len(failed), listed=listing(failed, lang)))
         if r.late:
-            reasons.append(late_text(r, ja) + _t(ja, f" — 提出 {_when(r.submission.get('submitted_at'))}",
-                                                  f" — handed in {_when(r.submission.get('submitted_at'))}"))
+            reasons.append(late_text(r, lang) + t("attention.handed_in", lang,
+                                                  when=_when((r.submission or {}).get("submitted_at"))))
         entries.append({"r": r, "reasons": reasons, "manual": manual, "urgent": r.status in ATTENTION,
                         "order": (SEVERITY.get(r.status, 5), -len(failed), r.student)})
     return sorted(entries, key=lambda e: e["order"])
