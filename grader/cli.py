@@ -173,7 +173,8 @@ def pull(source: Path, submissions: Path, roster: Path | None, deadline: str | N
         late = "" if p.late is None else (f"  late {p.late_by_s or 0:,} s" if p.late else "  on time")
         click.echo(f"{p.student:<16} {p.submitted_at}  {p.layout:<7}{late}  ← {p.source}")
     late_count = sum(1 for p in summary.students if p.late)
-    click.echo(f"{len(summary.students)} students ({late_count} late) → {summary.submissions}; manifest {summary.manifest}")
+    click.echo(f"{len(summary.students)} students ({late_count} late) → {summary.submissions}; "
+               f"manifest {summary.manifest}")
     for line in summary.unmatched:
         click.echo(f"not matched: {line}", err=True)
 

@@ -1,7 +1,9 @@
-"""Shared fixtures: a tiny synthetic Fashion-MNIST and one real grading batch of fixture notebooks.
+"""Shared fixtures of every kind of test (tests/unit, tests/kernels, tests/browser).
 
-The batch runs once per session (real kernels, real TensorFlow, quick budget) and the
-end-to-end tests assert on its results, so each fixture notebook is executed exactly once.
+A tiny synthetic Fashion-MNIST, a test-sized copy of the project, one real grading batch of the
+fixture notebooks (real kernels, real TensorFlow, quick budget; run once per session, so each
+fixture notebook executes exactly once), and the report fixtures' class (no kernels, built once).
+Builders that are not fixtures live beside this file (evidence_builder, report_fixtures, …).
 """
 
 from __future__ import annotations
@@ -75,3 +77,12 @@ def graded_batch(tmp_path_factory, tiny_keras_home, test_project, reference_cach
 def reference_cache(tmp_path_factory) -> Path:
     """Shared by every batch of the session, so the reference notebook runs once."""
     return tmp_path_factory.mktemp("reference-cache")
+
+
+@pytest.fixture(scope="session")
+def report_class(tmp_path_factory):
+    """The report fixtures' class graded in Japanese (no kernels): (out folder, results by student).
+    Read-only for its users: a test that changes an output folder builds its own."""
+    from report_fixtures import build_class
+
+    return build_class(tmp_path_factory.mktemp("report-class"))

@@ -71,10 +71,12 @@ def load_content(assignment_root: Path) -> Content:
 def parse_content(raw: dict[str, Any], *, where: str, digest: str = "") -> Content:
     dataset = raw.get("dataset", {})
     classes = {lang: tuple(str(n) for n in names) for lang, names in dataset.get("classes", {}).items()}
-    groups = tuple(ClassGroup(id=g["id"], members=tuple(int(m) for m in g["members"]), color=str(g.get("color", "#777")),
+    groups = tuple(ClassGroup(id=g["id"], members=tuple(int(m) for m in g["members"]),
+                              color=str(g.get("color", "#777")),
                               name=Text.parse(g["name"], f"{where} groups.{g['id']}.name"),
                               legend=Text.parse(g.get("legend", g["name"]), f"{where} groups.{g['id']}.legend"))
                    for g in raw.get("groups", []))
-    commentary = {key: Text.parse(value, f"{where} commentary.{key}") for key, value in raw.get("commentary", {}).items()}
+    commentary = {key: Text.parse(value, f"{where} commentary.{key}")
+                  for key, value in raw.get("commentary", {}).items()}
     return Content(dataset=str(dataset.get("name", "")), classes=classes, groups=groups, commentary=commentary,
                    digest=digest)

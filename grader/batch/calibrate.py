@@ -47,7 +47,7 @@ async def run_reference(session: Session, seed: int, folder: Path) -> dict[str, 
     started = time.monotonic()
     await run_steps(run, replace(session, seed=seed), REFERENCE_STEPS)
     problem = run.message if run.status != GRADED else describe_reference_problems(run)
-    accuracy = None if problem else run.evaluation.accuracy
+    accuracy = None if problem or run.evaluation is None else run.evaluation.accuracy
     return {"seed": seed, "accuracy": None if accuracy is None else round(accuracy, 4),
             "seconds": round(time.monotonic() - started, 2), **({"problem": problem[:300]} if problem else {})}
 

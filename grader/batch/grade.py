@@ -215,6 +215,7 @@ class ClassGrading:
                                    work_root=work, lang=request.lang, threads=self.threads, versions=self.versions)
             session = await with_reference(session, cache_root=request.cache_root,
                                            data_fingerprint=self.data_fingerprint, calibration=self.calibration)
+            assert session.reference is not None  # with_reference sets it
             self.summary.reference_accuracy = session.reference.evaluation.accuracy
             self.summary.reference_seconds = session.reference.seconds
             for planned in rerender:
@@ -240,7 +241,8 @@ class ClassGrading:
         """The final result (grader.gradebook.final) written out, the gradebook row kept current."""
         final = self.reviews.final(automatic)
         previous_key = row.report_key if reused and row is not None else None
-        rkey = write_student(final, self.request.out / automatic.student, content=self.content, previous_key=previous_key)
+        rkey = write_student(final, self.request.out / automatic.student, content=self.content,
+                             previous_key=previous_key)
         if reused:
             if row is None or row.report_key != rkey or row.result_json != result_json(automatic):
                 self.book.update_result(automatic, report_key=rkey)
@@ -294,7 +296,8 @@ def rejudge_accuracy(result: StudentResult, spec: AssignmentSpec, threshold: Acc
         if evaluation.get("accuracy") is None:
             continue
         context = CheckContext(
-            student=None, reference=None, params=check_spec.params, budget=result.execution.get("budget", ""),
+            student=None, reference=None,  # type: ignore[arg-type]  # the accuracy kind reads only evaluations
+            params=check_spec.params, budget=result.execution.get("budget", ""),
             student_eval=ModelEvaluation(**evaluation),
             reference_eval=ModelEvaluation(fit=None, accuracy=reference_accuracy), threshold=threshold)
         result.checks[index] = public_messages([judge(check_spec, observe(check_spec, context), result.lang)],

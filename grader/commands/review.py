@@ -14,7 +14,8 @@ from grader.errors import ConfigError
 from grader.gradebook.store import GRADEBOOK_FILE
 
 
-def main(*, out: Path, project_root: Path, assignment: str = DEFAULT_ASSIGNMENT, port: int = 8808, reviewer: str | None = None,
+def main(*, out: Path, project_root: Path, assignment: str = DEFAULT_ASSIGNMENT, port: int = 8808,
+         reviewer: str | None = None,
          on_ready: Callable[[str], None] | None = None) -> None:
     from grader.review.app import ReviewServer
 

@@ -17,7 +17,7 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 import nbformat
 import numpy as np
@@ -138,7 +138,8 @@ async def execute(run: StudentRun, session: Session) -> None:
     session.launcher.kill_processes(run.job)  # nothing the student started may touch what follows
     nbformat.write(executed, run.out_dir / "executed.ipynb")
     if run.execution.start_failure:
-        raise StopGrading(GRADER_ERROR, t("run.kernel_start_failed", session.lang, error=run.execution.start_failure[:300]))
+        raise StopGrading(GRADER_ERROR, t("run.kernel_start_failed", session.lang,
+                                          error=run.execution.start_failure[:300]))
 
 
 async def collect_evidence(run: StudentRun, session: Session) -> None:
@@ -205,7 +206,7 @@ async def grade_submission(submission: Submission, session: Session, steps: tupl
     return build_result(run, session)
 
 
-async def run_steps(run: StudentRun, session: Session, steps: tuple[Step, ...]) -> None:
+async def run_steps(run: StudentRun, session: Session, steps: Sequence[Step]) -> None:
     """Run the steps in order; a stop or a crash becomes the run's status; the job is always released."""
     run.out_dir.mkdir(parents=True, exist_ok=True)
     try:

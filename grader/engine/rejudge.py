@@ -33,7 +33,8 @@ async def rejudge(stored: StudentResult, submission: Submission, session: Sessio
     run = StudentRun(submission=submission, out_dir=session.out_dir / submission.student)
     await run_steps(run, session, (read_submission, restore(stored), judge_checks))
     result = build_result(run, session)
-    result.execution, result.versions, result.graded_at = dict(stored.execution), dict(stored.versions), stored.graded_at
+    result.execution, result.versions = dict(stored.execution), dict(stored.versions)
+    result.graded_at = stored.graded_at
     return result
 
 

@@ -99,7 +99,7 @@ async def predict_in_subprocess(
     )
     try:
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=PREDICT_TIMEOUT_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         process.kill()
         await process.wait()
         raise RuntimeError("prediction timed out") from None

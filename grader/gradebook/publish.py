@@ -49,7 +49,8 @@ def write_class(results: Iterable[StudentResult], out: Path, *, spec: Assignment
                         budget_summary=f"{budget.name} ({budget.summary(lang)})")
 
 
-def republish(out: Path, project_root: Path, assignment: str, students: list[str] | None = None) -> dict[str, StudentResult]:
+def republish(out: Path, project_root: Path, assignment: str,
+              students: list[str] | None = None) -> dict[str, StudentResult]:
     """Re-render the given students' result.json + report.html (all when None), then index.html and
     grades.csv, from the gradebook's stored results with manual scores and overrides applied."""
     spec = load_spec(project_root, assignment)

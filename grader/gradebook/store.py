@@ -250,7 +250,8 @@ class Gradebook:
                 "INSERT INTO runs (assignment, budget, jobs, threads, grader_version, pid, started_at, status) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (assignment, budget, jobs, threads, grader_version, os.getpid(), now(), RUNNING))
-            return int(cursor.lastrowid)
+            assert cursor.lastrowid is not None  # an INSERT sets it
+            return cursor.lastrowid
 
     def finish_run(self, run_id: int, *, students: int, executed: int, reused: int, seconds: float,
                    status: str = FINISHED) -> None:
@@ -279,7 +280,8 @@ class Gradebook:
             cursor = self.db.execute(
                 "INSERT INTO executions (run_id, assignment, student, fingerprint, started_at) VALUES (?, ?, ?, ?, ?)",
                 (run_id, assignment, student, fingerprint, now()))
-            return int(cursor.lastrowid)
+            assert cursor.lastrowid is not None  # an INSERT sets it
+            return cursor.lastrowid
 
     def finish_execution(self, execution_id: int, *, status: str, seconds: float) -> None:
         with self._transaction():

@@ -202,7 +202,7 @@ def _content_root(root: Path) -> Path:
     return root
 
 
-def classify(rel: PurePosixPath) -> tuple[str, str, str | None, str | None, int | None, bool] | None:
+def classify(rel: PurePosixPath) -> tuple[str, str, str | None, str | None, int | None, bool]:
     """(layout, key, name, lms id, attempt, late flag) for a notebook's path inside the download."""
     for part in rel.parts[:-1]:
         m = MOODLE.match(part)
@@ -359,6 +359,7 @@ def _keep_latest(student: str, items: list[_Found], submissions: Path, *, due: d
     latest = items[-1]
     when = datetime.fromtimestamp(latest.mtime, tz)
     late_by = None if due is None else max(0, int((when - due).total_seconds()))
+    late: bool | None
     if late_by is not None:
         late = late_by > 0 or latest.late_flag
     else:

@@ -57,6 +57,13 @@ def module_path(name: str) -> Path | None:
     return None
 
 
+def existing_path(name: str) -> Path:
+    path = module_path(name)
+    if path is None:
+        raise ValueError(f"{name} is not a module of the grader package")
+    return path
+
+
 def imported_grader_modules(path: Path) -> set[str]:
     """Every `grader...` module a file imports, at any depth (lazy imports in functions too)."""
     found: set[str] = set()
@@ -79,7 +86,7 @@ def module_closure(entry: str = ENTRY_MODULE) -> list[str]:
         seen.add(name)
         parts = name.split(".")
         todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages
-        todo.extend(imported_grader_modules(module_path(name)))
+        todo.extend(imported_grader_modules(existing_path(name)))
     return sorted(seen)
 
 
@@ -87,7 +94,7 @@ def bundle_files(entry: str = ENTRY_MODULE) -> dict[str, bytes]:
     """Archive name → bytes, for the modules of module_closure and the data files they read."""
     files = {}
     for name in module_closure(entry):
-        path = module_path(name)
+        path = existing_path(name)
         files[path.relative_to(PACKAGE_DIR.parent).as_posix()] = path.read_bytes()
     for data in DATA_FILES:
         files[f"grader/{data}"] = (PACKAGE_DIR / data).read_bytes()

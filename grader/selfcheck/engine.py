@@ -90,7 +90,7 @@ def public_events(evidence: Evidence) -> list[dict[str, Any]]:
     """The reference evidence reduced to PUBLIC_FIELDS (deterministic: no times, no file names)."""
     events = []
     for event in evidence.events:
-        keep = PUBLIC_FIELDS.get(event.get("kind"))
+        keep = PUBLIC_FIELDS.get(event.get("kind", ""))
         if keep is None:
             continue
         reduced: dict[str, Any] = {"seq": event.get("seq"), "kind": event["kind"]}

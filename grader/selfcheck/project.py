@@ -162,6 +162,7 @@ def render_html(report: CheckReport) -> str:
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     env.filters["compact"] = lambda v: "—" if v is None else compact(v)
     env.globals["S"] = STATUS_NAMES
+    assert report.outcome is not None  # only a check that ran has a report page
     result = report.outcome.result
     marks = {PASS: "✓", MANUAL: "－", FAIL: "✗", ERROR: "✗", NOT_RUN: "✗"}
     return env.from_string(HTML).render(

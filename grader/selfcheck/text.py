@@ -7,6 +7,7 @@ marks fall back to ○ × (cp932 has them) or to ASCII.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any, TextIO
 
@@ -24,10 +25,8 @@ class Printer:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
-        try:
+        with contextlib.suppress(AttributeError, ValueError, OSError):
             stream.reconfigure(errors="replace")  # type: ignore[attr-defined]
-        except (AttributeError, ValueError, OSError):
-            pass
         self.encoding = getattr(stream, "encoding", None) or "ascii"
         self.marks = next((m for m in MARK_SETS if _encodable("".join(m.values()), self.encoding)), MARK_SETS[-1])
 

@@ -14,7 +14,7 @@ from grader.isolation import seccomp
 from grader.isolation.launch import KERNEL_DIR, KernelJob, LocalLauncher
 from grader.isolation.sandbox import BwrapLauncher, SandboxLimits, SandboxPolicy, probe_layers
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def root_bwrap_works() -> bool:
@@ -58,7 +58,7 @@ def test_command_hides_parents_before_rebinding_what_the_kernel_needs(tmp_path):
     assert str(KERNEL_DIR) in binds and str(job.data_dir) in binds
     last_tmpfs = max(i for i, arg in enumerate(command) if arg == "--tmpfs")
     assert all(i > last_tmpfs for i, arg in enumerate(command) if arg == "--ro-bind" and command[i + 1] != "/")
-    assert ["--reuid=61999", "--regid=61999"] == [a for a in command if a.startswith(("--reuid", "--regid"))]
+    assert [a for a in command if a.startswith(("--reuid", "--regid"))] == ["--reuid=61999", "--regid=61999"]
     assert "--unshare-net" in command and "--die-with-parent" in command and "--clearenv" in command
     assert any(a.startswith("--as=") for a in command) and any(a.startswith("--nproc=") for a in command)
 

@@ -12,13 +12,13 @@ from grader.engine.pipeline import Submission
 from grader.engine.rejudge import can_rejudge, execution_from, rejudge
 from grader.results import INVALID
 
-from report_fixtures import build_class, cases, fixture_data, japanese_in_grader_text, session_for
+from report_fixtures import cases, fixture_data, japanese_in_grader_text, session_for
 
 
 @pytest.fixture(scope="module")
-def japanese_class(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("rejudge")
-    out, results = build_class(folder, "ja")
+def japanese_class(report_class):
+    out, results = report_class
+    folder = out.parent
     submitted = {}
     for case in cases():  # what each student handed in, as the pipeline would read it
         path = out / case.student / "submitted.ipynb"

@@ -32,7 +32,7 @@ import selfcheck_venv
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "notebooks"
 COMPARED = ("id", "status", "points", "max_points", "message", "expected", "actual", "title", "hint")
 CP932_FIXTURE = "batch32"  # run on a cp932 console (Japanese Windows)

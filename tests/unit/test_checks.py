@@ -24,7 +24,7 @@ from evidence_builder import (
     variant,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = load_spec(ROOT, "kadai8")
 PARAMS = {c.id: c.params for c in SPEC.checks}
 DATA = synthetic_data()

@@ -24,9 +24,8 @@ from report_fixtures import ATTACKS, DISCUSSION, THRESHOLD_TEXT, build_class, pn
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    out, results = build_class(tmp_path_factory.mktemp("class"))
-    return out, results
+def graded(report_class):
+    return report_class
 
 
 def page(out: Path, student: str) -> str:

@@ -25,7 +25,7 @@ from grader.assignment.spec import load_spec
 from grader.judge.verdicts import not_run_results
 from grader.isolation.workroot import OWNER_FILE, clean_stale_work_roots, exclusive_output, mounts_under, work_root
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = load_spec(ROOT, "kadai8")
 ACCURACY_PARAMS = next(c.params for c in SPEC.checks if c.id == "model.test_accuracy")
 
@@ -109,7 +109,7 @@ def test_a_committed_result_survives_the_process_being_killed(tmp_path):
     """A writer killed with SIGKILL right after a commit: the row is there for the next reader."""
     script = (f"import sys, os, signal; sys.path.insert(0, {str(ROOT)!r})\n"
               "from pathlib import Path\nfrom grader.gradebook.store import Gradebook\n"
-              "from tests.test_gradebook import make_result\n"
+              "from tests.unit.test_gradebook import make_result\n"
               f"book = Gradebook.open(Path({str(tmp_path)!r}))\n"
               "run = book.start_run(assignment='kadai8', budget='quick', jobs=1, threads=1, grader_version='t')\n"
               "book.record_result(run, make_result('s009'), fingerprint='fp', seconds=1.0)\n"
@@ -327,10 +327,9 @@ def test_one_grader_at_a_time_per_output_folder(tmp_path):
         assert holder.returncode != 0 and "another grader" in holder.stderr
     with exclusive_output(tmp_path):  # released
         pass
-    with pytest.raises(ConfigError):
-        with exclusive_output(tmp_path):
-            with exclusive_output(tmp_path):  # flock is per open file: a second open in one process is refused too
-                pass
+    # flock is per open file: a second open in one process is refused too
+    with pytest.raises(ConfigError), exclusive_output(tmp_path), exclusive_output(tmp_path):
+        pass
 
 
 # ---------------------------------------------------------------- progress

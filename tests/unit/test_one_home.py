@@ -9,7 +9,7 @@ from pathlib import Path
 
 from grader import results
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "grader"
 STATUS_WORDS = {*results.STUDENT_STATUSES, *results.CHECK_STATUSES, results.RUNNING, results.FINISHED,
                 results.INTERRUPTED}

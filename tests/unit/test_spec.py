@@ -18,7 +18,7 @@ from grader.judge.verdicts import (
     judge, judge_all, not_run_results, observe, reason_catalog, reason_text, require_known_kinds,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPEC_FILE = ROOT / "assignments" / "kadai8" / "spec.toml"
 SOURCES = sorted((ROOT / "grader" / "judge" / "checks").glob("*.py")) + [ROOT / "grader" / "judge" / "verdicts.py"]
 

@@ -17,8 +17,8 @@ DISCUSSION = "discussion.answered"
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    return build_reviewable_class(tmp_path_factory.mktemp("review"))
+def graded(tmp_path_factory, report_class):
+    return build_reviewable_class(tmp_path_factory.mktemp("review"), report_class)
 
 
 @pytest.fixture

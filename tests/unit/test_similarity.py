@@ -16,7 +16,7 @@ from grader.similarity import compare as sim
 from grader.commands import similarity as command
 from grader.results import StudentResult
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "assignments" / "kadai8" / "template.ipynb"
 REFERENCE = ROOT / "reference" / "kadai8" / "reference.ipynb"
 SAMPLES = ROOT / "submissions"

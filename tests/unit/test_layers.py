@@ -19,7 +19,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "grader"
 
 LAYERS: list[set[str]] = [
@@ -142,3 +142,19 @@ def test_the_layer_test_sees_function_level_imports(tmp_path):
     source.parent.mkdir(parents=True)
     source.write_text("def f():\n    from grader.commands import grade\n", encoding="utf-8")
     assert imports_of(source, "grader.engine.x", {"grader.commands.grade"}) == {"grader.commands.grade"}
+
+
+LONG_FUNCTIONS: dict[str, str] = {}  # "grader/x.py:name": why it may be longer than MAX_FUNCTION_LINES
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_is_longer_than_60_lines_without_a_stated_reason():
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                where = f"{path.relative_to(ROOT).as_posix()}:{node.name}"
+                if lines > MAX_FUNCTION_LINES and where not in LONG_FUNCTIONS:
+                    long.append(f"{where} ({lines} lines)")
+    assert not long, "split these, or say in LONG_FUNCTIONS why not:\n  " + "\n  ".join(long)

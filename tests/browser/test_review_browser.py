@@ -25,8 +25,8 @@ SCREENSHOTS = ROOT / "build" / "screenshots"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    out, results = build_reviewable_class(tmp_path_factory.mktemp("review-browser"))
+def server(tmp_path_factory, report_class):
+    out, results = build_reviewable_class(tmp_path_factory.mktemp("review-browser"), report_class)
     server = ReviewServer(out=out, project_root=ROOT, assignment="kadai8", port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
