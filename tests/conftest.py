@@ -8,11 +8,14 @@ Builders that are not fixtures live beside this file (evidence_builder, report_f
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import shutil
+import tokenize
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from grader.assignment.data import make_synthetic_dataset, write_dataset
@@ -86,3 +89,19 @@ def report_class(tmp_path_factory):
     from report_fixtures import build_class
 
     return build_class(tmp_path_factory.mktemp("report-class"))
+
+
+# ---------------------------------------------------------------- builders shared by several kinds of test
+def renamed(source: Path, target: Path) -> Path:
+    """The same notebook with every variable renamed (Python's tokenize: NAME tokens that are assigned)."""
+    notebook = nbformat.read(source, as_version=4)
+    code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    assigned = {t.string for t in tokenize.generate_tokens(io.StringIO(code).readline) if t.type == tokenize.NAME}
+    assigned &= {"X_tr", "y_tr", "X_te", "y_te", "aug", "it", "show16", "xb", "yb", "fig", "axes", "ax", "img",
+                 "inputs", "h", "outputs", "model", "X_tr2", "X_val", "y_tr2", "y_val", "hist", "test_loss", "test_acc"}
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            for name in sorted(assigned, key=len, reverse=True):
+                cell.source = re.sub(rf"\b{re.escape(name)}\b", f"renamed_{name.lower()}_v", cell.source)
+    nbformat.write(notebook, target)
+    return target

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from test_similarity import ROOT, renamed
+from conftest import ROOT, renamed
 from grader.commands import grade, pull
 from grader.commands import similarity as similarity_command
 from grader.review.app import create_app
