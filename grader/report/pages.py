@@ -96,6 +96,7 @@ def _environment() -> Environment:
     env.filters["when"] = _when
     env.globals["late_text"] = late_text
     env.globals["S"] = STATUS_NAMES
+    env.globals["t"] = t  # {{ t('page.…', lang) }}: the page's words come from the catalogue too
     return env
 
 
@@ -141,7 +142,6 @@ def write_student_report(result: StudentResult, out_dir: Path, content: Content 
 
 
 def render_student_report(result: StudentResult, folder: Path, content: Content) -> str:
-    ja = result.lang != "en"
     evidence = Evidence.load(folder / "evidence") if (folder / "evidence").is_dir() else None
     notebook = read_executed(folder / "executed.ipynb")
     cells = cell_links(notebook)
@@ -149,7 +149,7 @@ def render_student_report(result: StudentResult, folder: Path, content: Content)
     rendered = render_notebook(notebook, result.lang, stopped=stopped) if notebook is not None else None
     fig_lang = figures.label_lang(result.lang)
     return _environment().get_template("report.html.j2").render(
-        r=result, ja=ja, labels=STATUS_LABELS[result.lang], marks=STATUS_MARKS, csp=csp(),
+        r=result, labels=STATUS_LABELS[result.lang], marks=STATUS_MARKS, csp=csp(),
         verdict=verdict_line(result), budget_line=budget_line(result), fit_budget=training_fit_budget(result),
         batches=batch_pictures(evidence, fig_lang, result.lang, cells, content) if evidence else [],
         curves=curve_picture(evidence, result, fig_lang, content) if evidence else None,
@@ -336,7 +336,6 @@ def write_class_outputs(results: Iterable[StudentResult], out_dir: Path, *, lang
 
 def render_class_page(results: list[StudentResult], *, lang: str, title: str, budget_summary: str,
                       similarity: dict[str, Any] | None = None) -> str:
-    ja = lang != "en"
     fig_lang = figures.label_lang(lang)
     checks = results[0].checks if results else []
     reference = next((r.reference for r in results if r.reference), {})
@@ -345,7 +344,7 @@ def render_class_page(results: list[StudentResult], *, lang: str, title: str, bu
     max_score = results[0].max_score if results else 0
     scores = [r.score for r in results]
     return _environment().get_template("index.html.j2").render(
-        results=results, ja=ja, labels=STATUS_LABELS[lang], marks=STATUS_MARKS, title=title,
+        results=results, labels=STATUS_LABELS[lang], marks=STATUS_MARKS, title=title,
         budget_summary=budget_summary, csp=csp(SORT_SCRIPT), sort_script=Markup(SORT_SCRIPT),
         attention=attention_list(results, lang), lang=lang, checks=checks, rates=pass_rates(results),
         threshold=threshold, reference_accuracy=ref_accuracy, max_score=max_score,

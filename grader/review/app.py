@@ -26,6 +26,7 @@ from grader.gradebook.final import Reviews
 from grader.gradebook.publish import republish
 from grader.gradebook.reviews import ReviewStore
 from grader.gradebook.store import Gradebook
+from grader.i18n import t
 from grader.report.pages import STATUS_LABELS, STATUS_MARKS, late_text
 from grader.results import STATUS_NAMES, CheckResult, StudentResult
 
@@ -41,6 +42,8 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
     app.jinja_env.autoescape = True  # .j2 templates are not autoescaped by Flask's default rule
     app.jinja_env.globals["late_text"] = late_text
     app.jinja_env.globals["S"] = STATUS_NAMES
+    app.jinja_env.globals["t"] = t
+    app.jinja_env.globals["lang"] = "ja"  # the review app is Japanese (shared templates ask for a language)
     guard(app, token)
     review = ClassReview(out=out, project_root=project_root, assignment=assignment, spec=spec)
     reading_pages(app, review, token=token, reviewer=reviewer)

@@ -28,7 +28,7 @@ def write_similarity(*, out: Path, notebooks: dict[str, Path], spec: AssignmentS
         pair.html = f"similarity/{pair.a}__{pair.b}.html"
         slice_a, slice_b = slices[(pair.a, pair.b)]
         (out / pair.html).write_text(render_page(
-            "similarity_pair.html.j2", pair=pair, ja=lang != "en", csp=csp(), method=report.method,
+            "similarity_pair.html.j2", pair=pair, lang=lang, csp=csp(), method=report.method,
             code_a=Markup(sim.highlighted(codes[pair.a], slice_a)),
             code_b=Markup(sim.highlighted(codes[pair.b], slice_b))), encoding="utf-8")
     (out / "similarity.json").write_text(json.dumps(report.to_dict(), ensure_ascii=False, indent=1) + "\n",
