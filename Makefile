@@ -1,5 +1,7 @@
 # make setup  → .venv with pinned packages, bubblewrap (when root), Fashion-MNIST in .data/
-# make test   → the whole test suite (unit + real kernels on a tiny synthetic data set)
+# make lint   → ruff and mypy (configured in pyproject.toml)
+# make test   → the whole test suite: tests/unit, tests/kernels (real kernels, tiny data), tests/browser
+# make test-fast → tests/unit without the TensorFlow import test (no kernels; about a minute on 2 idle cores)
 # make grade  → grade submissions/ into build/kadai8/ with the standard budget
 # make selfcheck → regenerate assignments/kadai8/selfcheck.py (the students' one-file self-check)
 
@@ -8,8 +10,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 JOBS   ?= 2
 BUDGET ?= standard
+ASSIGNMENT ?= $(shell sed -n 's/^default_assignment *= *"\([^"]*\)".*/\1/p' assignments/course.toml)
 
-.PHONY: setup venv system-packages data selfcheck-venv test grade selfcheck clean lock
+.PHONY: setup venv system-packages data selfcheck-venv lint test test-fast test-kernels test-browser grade selfcheck clean lock
 
 setup: system-packages venv data selfcheck-venv
 
@@ -44,11 +47,24 @@ data: venv
 selfcheck-venv: venv
 	$(BIN)/python tests/selfcheck_venv.py
 
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
 test: venv
 	$(BIN)/python -m pytest
 
+test-fast: venv
+	$(BIN)/python -m pytest tests/unit -m "not slow"
+
+test-kernels: venv
+	$(BIN)/python -m pytest tests/kernels
+
+test-browser: venv
+	$(BIN)/python -m pytest tests/browser
+
 grade: venv
-	$(BIN)/grader grade --assignment kadai8 --submissions submissions --out build/kadai8 --budget $(BUDGET) --jobs $(JOBS)
+	$(BIN)/grader grade --assignment $(ASSIGNMENT) --submissions submissions --out build/$(ASSIGNMENT) --budget $(BUDGET) --jobs $(JOBS)
 
 # The file students download. Expected values come from the quick reference run on the real data
 # (run once, cached); while the reference's sources are unchanged, the embedded ones are reused.

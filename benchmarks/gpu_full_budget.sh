@@ -35,7 +35,7 @@ gpus = tf.config.list_physical_devices("GPU")
 print("TensorFlow", tf.__version__, "sees", gpus)
 assert gpus, "TensorFlow does not see the GPU"
 from grader.isolation.machine import gpu_available
-from grader.batch.grade import default_budget
+from grader.batch.plan import default_budget
 from grader.assignment.paths import PROJECT_ROOT
 from grader.assignment.spec import load_spec
 assert gpu_available()

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from grader.batch import grade
+from grader.commands import grade
 from grader.isolation.launch import KernelJob, LocalLauncher
 from grader.assignment.paths import CACHE_ROOT, DATA_HOME, PROJECT_ROOT
 

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from grader import __version__
 from grader.errors import GraderError
-from grader.assignment.paths import CACHE_ROOT, CALIBRATION_ROOT, DATA_HOME, PROJECT_ROOT
+from grader.assignment.paths import CACHE_ROOT, CALIBRATION_ROOT, DATA_HOME, DEFAULT_ASSIGNMENT, PROJECT_ROOT
 
 console = Console(stderr=True)
 
@@ -80,7 +80,7 @@ def grade(assignment: str, submissions: Path, out: Path, budget: str | None, job
           force: bool, students: tuple[str, ...], lang: str, keras_home: Path, cache: Path, calibration: Path,
           project: Path, no_sandbox: bool) -> None:
     """Grade every notebook in SUBMISSIONS into OUT (resumable, incremental, parallel)."""
-    from grader.batch import grade as command
+    from grader.commands import grade as command
     from grader.batch.progress import make_progress
 
     summary = command.main(assignment=assignment, submissions=submissions, out=out, budget=budget, jobs=jobs,
@@ -112,7 +112,7 @@ def grade(assignment: str, submissions: Path, out: Path, budget: str | None, job
 def calibrate(assignment: str, budget: str, runs: int, jobs: int | None, keras_home: Path, calibration: Path,
               project: Path, no_sandbox: bool) -> None:
     """Run the reference RUNS times with different seeds; store accuracy mean and spread for `grade`."""
-    from grader.batch import calibrate as command
+    from grader.commands import calibrate as command
 
     def show(run: dict) -> None:
         accuracy = "—" if run["accuracy"] is None else f"{run['accuracy']:.4f}"
@@ -131,7 +131,7 @@ def calibrate(assignment: str, budget: str, runs: int, jobs: int | None, keras_h
 
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="The graded class.")
-@click.option("--assignment", default="kadai8", show_default=True)
+@click.option("--assignment", default=DEFAULT_ASSIGNMENT, show_default=True)
 @click.option("--comment", default="", help="Shown to the student with the score.")
 @click.option("--by", "scorer", default=None, help="Who scored (default: your user name).")
 @click.option("--delete", is_flag=True, help="Remove the TA score (the automatic result applies again).")
@@ -168,21 +168,22 @@ def manual(out: Path, assignment: str, comment: str, scorer: str | None, delete:
 @click.option("--deadline", default=None, help="ISO date/time, e.g. 2026-07-10T23:59:00+09:00 (records lateness).")
 def pull(source: Path, submissions: Path, roster: Path | None, deadline: str | None) -> None:
     """Unpack an LMS download into SUBMISSIONS: latest notebook per student, times and lateness."""
-    from grader.lms import pull as command
+    from grader.commands import pull as command
 
     summary = command.main(source=source, submissions=submissions, roster=roster, deadline=deadline)
     for p in summary.students:
         late = "" if p.late is None else (f"  late {p.late_by_s or 0:,} s" if p.late else "  on time")
         click.echo(f"{p.student:<16} {p.submitted_at}  {p.layout:<7}{late}  ← {p.source}")
     late_count = sum(1 for p in summary.students if p.late)
-    click.echo(f"{len(summary.students)} students ({late_count} late) → {summary.submissions}; manifest {summary.manifest}")
+    click.echo(f"{len(summary.students)} students ({late_count} late) → {summary.submissions}; "
+               f"manifest {summary.manifest}")
     for line in summary.unmatched:
         click.echo(f"not matched: {line}", err=True)
 
 
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="The graded class.")
-@click.option("--assignment", default="kadai8", show_default=True)
+@click.option("--assignment", default=DEFAULT_ASSIGNMENT, show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8808, show_default=True, help="0: any free port.")
 @click.option("--reviewer", default=None, help="Your name as stored with scores and overrides (editable in the page).")
 @click.option("--project", type=click.Path(path_type=Path, file_okay=False), default=PROJECT_ROOT)
@@ -197,13 +198,13 @@ def review(out: Path, assignment: str, port: int, reviewer: str | None, project:
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="The graded class.")
 @click.option("--submissions", type=click.Path(path_type=Path, file_okay=False), required=True)
-@click.option("--assignment", default="kadai8", show_default=True)
+@click.option("--assignment", default=DEFAULT_ASSIGNMENT, show_default=True)
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Flag pairs at or above this similarity (default: the module's, see README).")
 @click.option("--project", type=click.Path(path_type=Path, file_okay=False), default=PROJECT_ROOT)
 def similarity(out: Path, submissions: Path, assignment: str, threshold: float | None, project: Path) -> None:
     """Pairwise code similarity (template removed, names normalized); flagged pairs on the class page."""
-    from grader.similarity import pages as command
+    from grader.commands import similarity as command
 
     report = command.main(out=out, submissions=submissions, project_root=project, assignment=assignment,
                           threshold=threshold)
@@ -232,7 +233,7 @@ def doctor() -> None:
 
 @main.command()
 @click.argument("notebook", type=click.Path(path_type=Path))
-@click.option("--assignment", default="kadai8", show_default=True, help="Assignment id.")
+@click.option("--assignment", default=DEFAULT_ASSIGNMENT, show_default=True, help="Assignment id.")
 @click.option("--keras-home", type=click.Path(path_type=Path), default=DATA_HOME, show_default=True)
 @click.option("--cache", type=click.Path(path_type=Path), default=CACHE_ROOT, show_default=True,
               help="Where reference runs are cached.")
@@ -241,7 +242,7 @@ def doctor() -> None:
               help="Report file (default: NOTEBOOK's stem + .selfcheck.html, beside it).")
 def check(notebook: Path, assignment: str, keras_home: Path, cache: Path, no_sandbox: bool, html: Path | None) -> None:
     """Self-check one notebook: quick budget, visible checks only; exit 0 when all are OK."""
-    from grader.selfcheck import project as command
+    from grader.commands import check as command
 
     report = command.main(notebook=notebook, project_root=PROJECT_ROOT, assignment=assignment, keras_home=keras_home,
                           cache_root=cache, no_sandbox=no_sandbox, html=html)

@@ -5,14 +5,26 @@ The field names are an output contract other tools read; add fields, never renam
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+# Every status word lives here; code compares with these names, never with the strings.
 # Student-level statuses. Every status except invalid/grader_error still has graded checks.
 GRADED, ERROR, TIMEOUT, KERNEL_DIED, INVALID, GRADER_ERROR = (
     "graded", "error", "timeout", "kernel_died", "invalid", "grader_error")
 # Integrity findings (grader.judge.integrity): the automatic points are held until a TA accepts or rejects.
 FLAGGED = "flagged"
+STUDENT_STATUSES = (GRADED, ERROR, TIMEOUT, KERNEL_DIED, INVALID, GRADER_ERROR, FLAGGED)
+# Check-level statuses (CheckResult.status); `error` (the check itself crashed) is the same word.
+PASS, FAIL, MANUAL, NOT_RUN = "pass", "fail", "manual", "not_run"
+CHECK_STATUSES = (PASS, FAIL, ERROR, NOT_RUN, MANUAL)
+# A `grader grade` run in the gradebook (runs.status; executions.status uses INTERRUPTED too).
+RUNNING, FINISHED, INTERRUPTED = "running", "finished", "interrupted"
+# The names, for templates (`S.MANUAL`): they compare with these too.
+STATUS_NAMES = {"GRADED": GRADED, "ERROR": ERROR, "TIMEOUT": TIMEOUT, "KERNEL_DIED": KERNEL_DIED, "INVALID": INVALID,
+                "GRADER_ERROR": GRADER_ERROR, "FLAGGED": FLAGGED, "PASS": PASS, "FAIL": FAIL, "MANUAL": MANUAL,
+                "NOT_RUN": NOT_RUN}
 
 
 @dataclass
@@ -78,4 +90,9 @@ class StudentResult:
 
     @property
     def pending_manual(self) -> int:
-        return sum(1 for c in self.checks if c.status == "manual")
+        return sum(1 for c in self.checks if c.status == MANUAL)
+
+
+def result_json(result: StudentResult) -> str:
+    """The canonical JSON of a result (what the gradebook stores, what report keys hash)."""
+    return json.dumps(result.to_dict(), ensure_ascii=False, sort_keys=True)

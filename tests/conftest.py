@@ -1,11 +1,14 @@
-"""Shared fixtures: a tiny synthetic Fashion-MNIST and one real grading batch of fixture notebooks.
+"""Shared fixtures of every kind of test (tests/unit, tests/kernels, tests/browser).
 
-The batch runs once per session (real kernels, real TensorFlow, quick budget) and the
-end-to-end tests assert on its results, so each fixture notebook is executed exactly once.
+A tiny synthetic Fashion-MNIST, a test-sized copy of the project, one real grading batch of the
+fixture notebooks (real kernels, real TensorFlow, quick budget; run once per session, so each
+fixture notebook executes exactly once), and the report fixtures' class (no kernels, built once).
+Builders that are not fixtures live beside this file (evidence_builder, report_fixtures, …).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import shutil
@@ -13,8 +16,10 @@ import socket
 import tempfile
 import threading
 from dataclasses import dataclass
+import tokenize
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from grader.assignment.data import make_synthetic_dataset, write_dataset
@@ -67,7 +72,7 @@ def test_project(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def graded_batch(tmp_path_factory, tiny_keras_home, test_project, reference_cache):
     """Grade every fixture notebook once: {student id: StudentResult}, plus the output folder."""
-    from grader.batch import grade
+    from grader.commands import grade
 
     submissions = tmp_path_factory.mktemp("submissions")
     for notebook in FIXTURES.glob("*.ipynb"):
@@ -216,3 +221,28 @@ def attack_run(tmp_path_factory, tiny_keras_home, test_project, reference_cache)
 @pytest.fixture(scope="session")
 def attack_batch(attack_run):
     return attack_run.results, attack_run.summary
+
+
+@pytest.fixture(scope="session")
+def report_class(tmp_path_factory):
+    """The report fixtures' class graded in Japanese (no kernels): (out folder, results by student).
+    Read-only for its users: a test that changes an output folder builds its own."""
+    from report_fixtures import build_class
+
+    return build_class(tmp_path_factory.mktemp("report-class"))
+
+
+# ---------------------------------------------------------------- builders shared by several kinds of test
+def renamed(source: Path, target: Path) -> Path:
+    """The same notebook with every variable renamed (Python's tokenize: NAME tokens that are assigned)."""
+    notebook = nbformat.read(source, as_version=4)
+    code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    assigned = {t.string for t in tokenize.generate_tokens(io.StringIO(code).readline) if t.type == tokenize.NAME}
+    assigned &= {"X_tr", "y_tr", "X_te", "y_te", "aug", "it", "show16", "xb", "yb", "fig", "axes", "ax", "img",
+                 "inputs", "h", "outputs", "model", "X_tr2", "X_val", "y_tr2", "y_val", "hist", "test_loss", "test_acc"}
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            for name in sorted(assigned, key=len, reverse=True):
+                cell.source = re.sub(rf"\b{re.escape(name)}\b", f"renamed_{name.lower()}_v", cell.source)
+    nbformat.write(notebook, target)
+    return target

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,10 @@ from grader.engine.execute import CellError, ExecutionResult
 from grader.judge.checks import DatasetHashes
 from grader.kernel.grader_kernel import source_hashes
 from grader.engine.pipeline import ReferenceRun, Session, StudentRun, Submission, build_result, judge_checks
+from grader.assignment.content import load_content
+from grader.assignment.data import Dataset
+from grader.engine.session import make_session
+from grader.judge.threshold import decide_threshold
 from grader.report.pages import write_class_outputs, write_student_report
 from grader.results import INVALID, StudentResult
 from grader.assignment.spec import load_spec
@@ -201,10 +206,13 @@ def session_for(folder: Path, lang: str, data: Data) -> Session:
     (data_dir / "fingerprint.json").write_text(json.dumps({"source": "synthetic", "fingerprint": "f1x7ure5f1x7ure5"}))
     reference = ReferenceRun(evidence=pipeline(folder / "reference", data).build(), evaluation=evaluation(REFERENCE_ACCURACY),
                              seconds=12.0, key="fixturekey")
-    return Session(spec=spec, budget=spec.budget("quick"), launcher=LocalLauncher(), data_dir=data_dir, x_test=data.x_test,
-                   y_test=data.y_test, test_hashes=data.test_hashes, reference=reference, out_dir=folder / "out",
-                   work_root=folder, lang=lang, versions={"grader": "0.1.0", "tensorflow": "2.21.0", "keras": "3.15.1"},
-                   dataset_hashes=DatasetHashes(train=source_hashes(data.x_train), test=source_hashes(data.x_test)))
+    # The grader's data as `grade` has it (a Dataset, here without a private part: GraderData looks up the public one).
+    dataset = Dataset(data.x_train, data.y_train, data.x_test, data.y_test)
+    return make_session(spec=spec, budget=spec.budget("quick"), launcher=LocalLauncher(), data_dir=data_dir, data=dataset,
+                        test_hashes=data.test_hashes, reference=reference, out_dir=folder / "out", work_root=folder,
+                        lang=lang, versions={"grader": "0.1.0", "tensorflow": "2.21.0", "keras": "3.15.1"},
+                        threshold=decide_threshold(spec, "quick", reference_accuracy=REFERENCE_ACCURACY, lang=lang),
+                        dataset_hashes=DatasetHashes(train=source_hashes(data.x_train), test=source_hashes(data.x_test)))
 
 
 def grade_case(case: Case, session: Session, data: Data) -> StudentResult:
@@ -228,8 +236,29 @@ def build_class(folder: Path, lang: str = "ja") -> tuple[Path, dict[str, Student
     results = {}
     for case in cases():
         result = grade_case(case, session, data)
-        write_student_report(result, session.out_dir / case.student)
+        write_student_report(result, session.out_dir / case.student, load_content(session.spec.root))
         results[case.student] = result
     write_class_outputs(results.values(), session.out_dir, lang=lang, title=session.spec.title.get(lang),
                         budget_summary=f"quick ({session.budget.summary(lang)})")
     return session.out_dir, results
+
+
+# ---------------------------------------------------------------- language
+JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff00-\uffef]")
+COURSE_TERMS = ("考察",)  # the notebook's own heading, quoted in the English texts on purpose
+
+
+def japanese_in_grader_text(result: StudentResult) -> list[str]:
+    """Grader-written texts of a result that still contain Japanese (course terms aside)."""
+    texts = [("message", result.message), ("budget.summary", result.budget.get("summary", "")),
+             ("reference.threshold_source", (result.reference or {}).get("threshold_source", ""))]
+    texts += [(f"notes[{i}]", note) for i, note in enumerate(result.notes)]
+    for check in result.checks:
+        texts += [(f"{check.id}.{name}", getattr(check, name)) for name in ("message", "title", "hint", "public_message")]
+    found = []
+    for where, text in texts:
+        for term in COURSE_TERMS:
+            text = (text or "").replace(term, "")
+        if JAPANESE.search(text):
+            found.append(f"{where}: {text}")
+    return found

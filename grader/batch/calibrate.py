@@ -1,4 +1,4 @@
-"""`grader calibrate`: run the reference notebook several times with different seeds and store the
+"""Calibration runs (`grader calibrate`): run the reference notebook several times with different seeds and store the
 spread of its trusted test accuracy, from which `grade` derives the accuracy threshold.
 
 Run i uses seed = spec seed + i (run 0 is the seed every student's kernel gets). Each run goes
@@ -15,18 +15,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from grader.engine.calibration import calibration_path, save_calibration
-from grader.judge.checks.training import threshold_for
 from grader.assignment.data import dataset_dir, fingerprint, load_dataset
+from grader.assignment.spec import load_spec
+from grader.engine.calibration import calibration_path, save_calibration
+from grader.engine.launcher import sandbox_for
+from grader.engine.pipeline import Session, StudentRun, Submission, run_steps
+from grader.engine.reference import REFERENCE_STEPS, describe_reference_problems, library_versions
+from grader.engine.session import make_session
 from grader.errors import ReferenceRunError
-from grader.kernel.grader_kernel import image_hashes
-from grader.assignment.known_data import GraderData
 from grader.isolation.launch import Launcher
 from grader.isolation.machine import default_jobs, threads_per_job
-from grader.engine.pipeline import Session, StopGrading, StudentRun, Submission, release_job
-from grader.engine.reference import REFERENCE_STEPS, describe_reference_problems, library_versions
-from grader.assignment.spec import load_spec
 from grader.isolation.workroot import work_root
+from grader.judge.threshold import decide_threshold
+from grader.results import GRADED
 
 log = logging.getLogger("grader.calibrate")
 
@@ -42,20 +43,11 @@ class CalibrationSummary:
 
 async def run_reference(session: Session, seed: int, folder: Path) -> dict[str, Any]:
     """One reference run with `seed`; its accuracy, or why there is none."""
-    run_session = replace(session, seed=seed)
-    folder.mkdir(parents=True, exist_ok=True)
     run = StudentRun(submission=Submission(f"reference-seed{seed}", session.spec.reference), out_dir=folder)
     started = time.monotonic()
-    try:
-        for step in REFERENCE_STEPS:
-            await step(run, run_session)
-        problem = describe_reference_problems(run)
-    except StopGrading as stop:
-        problem = stop.message
-    finally:
-        if run.job is not None:
-            release_job(run, run_session)
-    accuracy = None if problem else run.evaluation.accuracy
+    await run_steps(run, replace(session, seed=seed), REFERENCE_STEPS)
+    problem = run.message if run.status != GRADED else describe_reference_problems(run)
+    accuracy = None if problem or run.evaluation is None else run.evaluation.accuracy
     return {"seed": seed, "accuracy": None if accuracy is None else round(accuracy, 4),
             "seconds": round(time.monotonic() - started, 2), **({"problem": problem[:300]} if problem else {})}
 
@@ -63,8 +55,6 @@ async def run_reference(session: Session, seed: int, folder: Path) -> dict[str, 
 async def calibrate_all(*, assignment: str, budget: str, runs: int, jobs: int | None, project_root: Path,
                         keras_home: Path, calibration_root: Path, launcher: Launcher | None, no_sandbox: bool,
                         lang: str, on_run: Callable[[dict[str, Any]], None] | None) -> CalibrationSummary:
-    from grader.batch.grade import sandbox_for
-
     started = time.monotonic()
     spec = load_spec(project_root, assignment)
     chosen = spec.budget(budget)
@@ -76,11 +66,9 @@ async def calibrate_all(*, assignment: str, budget: str, runs: int, jobs: int | 
     if launcher is None:
         launcher = sandbox_for(spec, chosen, hidden=[project_root, calibration_root, keras_home], no_sandbox=no_sandbox)
     with work_root() as work:
-        session = Session(
-            spec=spec, budget=chosen, launcher=launcher, data_dir=dataset_dir(keras_home).resolve(),
-            x_test=data.x_test, y_test=data.y_test, test_hashes=image_hashes(data.x_test), reference=None,
-            grader_data=GraderData.from_dataset(data),
-            out_dir=work / "out", work_root=work, lang=lang, threads=threads_per_job(jobs), versions=library_versions())
+        session = make_session(spec=spec, budget=chosen, launcher=launcher, data=data,  # data → grader_data too
+                               data_dir=dataset_dir(keras_home).resolve(), out_dir=work / "out", work_root=work,
+                               lang=lang, threads=threads_per_job(jobs), versions=library_versions())
         limit = asyncio.Semaphore(jobs)
 
         async def one(seed: int) -> dict[str, Any]:
@@ -97,21 +85,9 @@ async def calibrate_all(*, assignment: str, budget: str, runs: int, jobs: int | 
         raise ReferenceRunError(f"no calibration run produced an accuracy: {failed[0].get('problem')}")
     path = calibration_path(calibration_root, spec, chosen, data_fingerprint)
     info = save_calibration(path, spec=spec, budget=chosen, data_fingerprint=data_fingerprint, runs=outcomes)
-    rule = next((c.params for c in spec.checks if c.kind == "trusted_test_accuracy"), None)
-    threshold = threshold_for(rule, chosen.name, reference_accuracy=None, calibration=info, lang=lang) if rule else None
+    threshold = decide_threshold(spec, chosen.name, reference_accuracy=None, calibration=info, lang=lang)
     return CalibrationSummary(path, info, threshold.value if threshold else None,
                               threshold.source if threshold else
                               "too few runs for the spec's rule: grade keeps the single-reference rule",
                               time.monotonic() - started)
 
-
-def main(*, assignment: str, budget: str, runs: int = 3, jobs: int | None = None, project_root: Path,
-         keras_home: Path, calibration_root: Path, launcher: Launcher | None = None, no_sandbox: bool = False,
-         lang: str = "en", on_run: Callable[[dict[str, Any]], None] | None = None) -> CalibrationSummary:
-    if runs < 2:
-        from grader.errors import ConfigError
-
-        raise ConfigError("--runs: at least 2 runs are needed to measure a spread")
-    return asyncio.run(calibrate_all(
-        assignment=assignment, budget=budget, runs=runs, jobs=jobs, project_root=project_root, keras_home=keras_home,
-        calibration_root=calibration_root, launcher=launcher, no_sandbox=no_sandbox, lang=lang, on_run=on_run))

@@ -1,13 +1,14 @@
-"""`grader grade`: grade every notebook in a folder into per-student results and class pages.
+"""Grading a class (`grader grade`): every notebook in a folder into per-student results and class pages.
 
 Fast, resumable and incremental:
   * the gradebook (OUT/gradebook.sqlite, grader.gradebook) records each student's result the
     moment it is finished, so a batch killed halfway loses only the notebooks still running;
-  * a student whose input fingerprint (notebook, spec, reference, harness, versions, data, budget,
-    language) matches a finished result is not executed again: the stored result is reused, the
-    accuracy threshold re-judged (a new calibration applies without re-execution), the TA's manual
-    scores applied, and the report re-rendered only when its inputs changed; `--force` and
-    `--student` regrade on purpose, and grader_error results are always retried;
+  * a student whose input fingerprint (notebook, spec, reference, harness, versions, data, budget)
+    matches a finished result is not executed again (grader.batch.plan): the stored result is
+    reused, the accuracy threshold re-judged (a new calibration applies without re-execution), the
+    TA's manual scores applied, and the report re-rendered only when its inputs changed; a result in
+    another language is judged again from its kept evidence (grader.engine.rejudge), still without
+    executing; `--force` and `--student` regrade on purpose, grader_error results are always retried;
   * `jobs` kernels run at once, each with cores ÷ jobs TensorFlow threads.
 """
 
@@ -15,46 +16,63 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 from grader import __version__
-from grader.engine.calibration import load_calibration
-from grader.judge.checks import PASS, FAIL, AccuracyThreshold, CheckContext
-from grader.judge.checks.training import threshold_for
+from grader.assignment.content import load_content
 from grader.assignment.data import dataset_dir, fingerprint, load_dataset
+from grader.assignment.spec import AssignmentSpec, load_spec
+from grader.assignment.student_ids import normalise
+from grader.batch.plan import Planned, SubmissionScan, default_budget, plan_batch, scan_submissions  # noqa: F401 - re-exported
+from grader.batch.progress import BatchProgress, NoProgress
+from grader.engine.calibration import load_calibration
+from grader.engine.launcher import sandbox_for
+from grader.engine.pipeline import Session, Submission, grade_submission, public_messages, threshold_summary
+from grader.engine.reference import library_versions, with_reference
+from grader.engine.rejudge import can_rejudge, rejudge
+from grader.engine.session import make_session
 from grader.errors import ConfigError
 from grader.evidence.evaluate import ModelEvaluation
-from grader.judge.integrity import hold_for_review
-from grader.gradebook.store import (
-    Gradebook, ManualScore, ResultRow, batch_inputs, input_fingerprint, result_json, sha256_bytes,
-)
-from grader.kernel import harness_source
-from grader.kernel.grader_kernel import image_hashes
-from grader.assignment.known_data import GraderData
+from grader.gradebook.final import Reviews
+from grader.gradebook.manifest import keep_manifest
+from grader.gradebook.publish import write_class, write_student
+from grader.gradebook.store import Gradebook, ResultRow, batch_inputs, input_fingerprint, sha256_bytes
+from grader.i18n import t
 from grader.isolation.launch import Launcher
-from grader.gradebook.manifest import keep_manifest, with_submission
-from grader.isolation.machine import default_jobs, gpu_available, threads_per_job
-from grader.assignment.paths import PROJECT_ROOT
-from grader.engine.pipeline import Session, Submission, grade_submission, public_messages, threshold_summary
-from grader.batch.progress import BatchProgress, NoProgress
-from grader.engine.reference import ensure_reference, library_versions
-from grader.report.pages import write_class_outputs, write_student_report
-from grader.results import GRADER_ERROR, StudentResult
-from grader.isolation.sandbox import SandboxLimits, SandboxPolicy, choose_launcher
-from grader.assignment.spec import AssignmentSpec, Budget, load_spec
-from grader.assignment.student_ids import Refusal, group_sources, normalise
-from grader.judge.verdicts import judge, not_run_results, observe
+from grader.isolation.machine import default_jobs, threads_per_job
 from grader.isolation.workroot import exclusive_output, work_root
+from grader.judge.checks import AccuracyThreshold, CheckContext
+from grader.judge.threshold import ACCURACY_KIND, decide_threshold
+from grader.judge.verdicts import judge, not_run_results, observe
+from grader.kernel import harness_source
+from grader.results import FAIL, GRADER_ERROR, INTERRUPTED, PASS, StudentResult, result_json
 
 log = logging.getLogger("grader.grade")
-ACCURACY_KIND = "trusted_test_accuracy"
-# What a report.html is rendered from besides the result: when any of these change, reports are redrawn.
-REPORT_CODE = ("report",)
+
+
+@dataclass(frozen=True)
+class GradeRequest:
+    """What `grader grade` was asked to do (its options)."""
+
+    assignment: str
+    submissions: Path
+    out: Path
+    project_root: Path
+    keras_home: Path
+    cache_root: Path
+    budget: str | None = None
+    jobs: int | None = None  # None: as many as the machine fits (cores, memory ÷ the spec's limit per kernel)
+    threads: int | None = None
+    lang: str = "ja"
+    force: bool = False
+    students: tuple[str, ...] = ()  # only these execute; the others keep their results
+    calibration_root: Path | None = None
+    launcher: Launcher | None = None  # None: the strongest sandbox available
+    no_sandbox: bool = False
 
 
 @dataclass
@@ -75,93 +93,196 @@ class BatchSummary:
     refused: list[Refusal] = field(default_factory=list)  # handed-in names not graded, and why
 
 
-@dataclass(frozen=True)
-class Planned:
-    """What happens to one student in this batch, and why."""
-
-    submission: Submission
-    fingerprint: str
-    run: bool
-    reason: str  # new | changed | forced | selected | retry | unchanged | not selected
-    previous: ResultRow | None = None
+async def grade_all(request: GradeRequest, *, progress: BatchProgress | None = None,
+                    on_result: Callable[[StudentResult], None] | None = None) -> BatchSummary:
+    """Grade the class; one grader at a time per output folder (a lock), a gradebook run per call."""
+    started = time.monotonic()
+    grading = ClassGrading(request, progress=progress or NoProgress(), on_result=on_result)
+    with exclusive_output(request.out), Gradebook.open(request.out) as book:
+        return await grading.run(book, started)
 
 
-@dataclass
-class SubmissionScan:
-    """What a submissions folder holds: the notebooks to grade, and the names refused (with why)."""
+class ClassGrading:
+    """One `grade` run: what was found and planned, the results so far, the summary."""
 
-    submissions: list[Submission]
-    refused: list[Refusal] = field(default_factory=list)
+    def __init__(self, request: GradeRequest, *, progress: BatchProgress,
+                 on_result: Callable[[StudentResult], None] | None) -> None:
+        self.request, self.progress, self.on_result = request, progress, on_result
+        self.spec = load_spec(request.project_root, request.assignment)
+        self.budget = self.spec.budget(request.budget or default_budget(self.spec))
+        self.scan = scan_submissions(request.submissions)
+        self.found = self.scan.submissions
+        self.only = sorted({normalise(s) for s in request.students})  # a name typed on macOS may arrive decomposed
+        unknown = sorted(set(self.only) - {s.student for s in self.found})
+        if unknown:
+            raise ConfigError(f"--student: no submission for {', '.join(unknown)} in {request.submissions}")
+        self.data_fingerprint = data_fingerprint(request.keras_home)
+        self.jobs = request.jobs or default_jobs(self.spec.limits.memory_mb)
+        self.threads = request.threads or threads_per_job(self.jobs)
+        self.versions = library_versions()
+        self.calibration = load_calibration(request.calibration_root, self.spec, self.budget, self.data_fingerprint)
+        self.content = load_content(self.spec.root)
+        self.results: dict[str, StudentResult] = {}
+        self.summary = BatchSummary(request.out, [], self.budget.name, None, 0.0, "", jobs=self.jobs,
+                                    threads=self.threads, refused=self.scan.refused)
 
+    def threshold(self, reference_accuracy: float | None) -> AccuracyThreshold | None:
+        return decide_threshold(self.spec, self.budget.name, reference_accuracy=reference_accuracy,
+                                calibration=self.calibration, lang=self.request.lang)
 
-def scan_submissions(folder: Path) -> SubmissionScan:
-    """`DIR/<id>.ipynb` → id is the file stem; `DIR/<id>/<name>.ipynb` → id is the folder name.
+    async def run(self, book: Gradebook, started: float) -> BatchSummary:
+        self.book = book
+        self.run_id = self.summary.run_id = book.start_run(
+            assignment=self.spec.id, budget=self.budget.name, jobs=self.jobs, threads=self.threads,
+            grader_version=__version__)
+        try:
+            plan = self.plan()
+            to_run = [p for p in plan if p.run]
+            self.progress.start(total=len(plan), to_run=len(to_run), jobs=min(self.jobs, max(1, len(to_run))))
+            rerender = self.reuse(plan)  # first: cheap, and the class pages need them whatever happens next
+            if to_run or rerender:
+                await self.execute(to_run, rerender)
+            self.finish(started)
+        except BaseException:  # killed politely (Ctrl-C) or a batch-level error: say so in the gradebook
+            book.finish_run(self.run_id, students=len(self.results), executed=len(self.summary.executed),
+                            reused=len(self.summary.reused), seconds=time.monotonic() - started, status=INTERRUPTED)
+            self.progress.close()
+            raise
+        return self.summary
 
-    Ids follow grader.assignment.student_ids: kept as written (NFC); a name the rules refuse, or two names
-    that would be one id, are not graded and come back as refusals, never as a crash.
-    """
-    if not folder.is_dir():
-        raise ConfigError(f"submissions folder not found: {folder}")
-    named: dict[str, list[str]] = {}
-    notebook_of: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.is_symlink():
-            continue
-        if path.is_file() and path.suffix == ".ipynb":
-            named.setdefault(path.stem, []).append(path.name)
-            notebook_of[path.stem] = path
-        elif path.is_dir():
-            notebooks = sorted(p for p in path.glob("*.ipynb") if not p.name.startswith(".") and p.is_file())
-            if notebooks:  # several: the most recently saved is the submission
-                named.setdefault(path.name, []).append(path.name + "/")
-                notebook_of[path.name] = max(notebooks, key=lambda p: (p.stat().st_mtime, p.name))
-    usable, refused = group_sources(named)
-    for refusal in refused:
-        log.warning("not graded: %s — %s", refusal.name, refusal.reason)
-    return SubmissionScan([Submission(student, notebook_of[raw]) for student, raw in sorted(usable.items())], refused)
+    def plan(self) -> list[Planned]:
+        """Fingerprint every notebook, record it, and decide who executes; read what TAs added."""
+        request, spec = self.request, self.spec
+        shared = batch_inputs(spec_source=spec.source_bytes,
+                              reference=spec.reference.read_bytes() if spec.reference.is_file() else b"",
+                              kernel=harness_source(), versions=self.versions,
+                              data_fingerprint=self.data_fingerprint, budget=self.budget.name)
+        fingerprints = {}
+        for submission in self.found:
+            data = submission.path.read_bytes()
+            fingerprints[submission.student] = input_fingerprint(data, batch_inputs=shared)
+            self.book.record_submission(spec.id, submission.student, submission.path, sha256_bytes(data))
+        if not self.only:  # a --student run scans the same folder but must not forget the others' state
+            self.book.set_refused(spec.id, [(r.name, r.reason) for r in self.scan.refused])
+        plan = plan_batch(self.found, fingerprints, self.book.results(spec.id), force=request.force,
+                          only=self.only or None)
+        plan = [replace(p, run=True, reason="language") if self.must_execute_for_language(p) else p for p in plan]
+        keep_manifest(request.submissions, request.out)
+        self.reviews = Reviews.load(request.out, spec.id)
+        for planned in plan:
+            if planned.run:
+                log.info("%s: will run (%s)", planned.submission.student, planned.reason)
+        return plan
 
+    def must_execute_for_language(self, planned: Planned) -> bool:
+        """A result in another language whose kept evidence is gone can only be had by executing."""
+        stored = planned.previous.result if planned.previous else None
+        return (not planned.run and planned.reason != "not selected" and stored is not None
+                and stored.lang != self.request.lang and not can_rejudge(stored, self.request.out / stored.student))
 
-def find_submissions(folder: Path) -> list[Submission]:
-    """The gradable notebooks of a folder (see scan_submissions for the refused ones)."""
-    return scan_submissions(folder).submissions
+    def reuse(self, plan: list[Planned]) -> list[Planned]:
+        """Stored results of unchanged students, re-judged with the threshold in force, published;
+        returns those in another language, judged again once the session is open (rerender)."""
+        other_language = []
+        for planned in plan:
+            if planned.run or planned.previous is None:
+                continue
+            stored = planned.previous.result
+            if stored.lang != self.request.lang and can_rejudge(stored, self.request.out / stored.student):
+                other_language.append(planned)
+                continue
+            if stored.execution.get("budget") == self.budget.name:  # (--student may keep other budgets' rows)
+                stored = rejudge_accuracy(stored, self.spec, self.threshold((stored.reference or {}).get("accuracy")))
+            self.publish(stored, reused=True, seconds=None, row=planned.previous)
+        return other_language
 
+    async def rerender(self, planned: Planned, session: Session) -> None:
+        """A reused result judged again in this run's language from its kept evidence (nothing runs)."""
+        previous = planned.previous
+        assert previous is not None
+        result = await rejudge(previous.result, planned.submission, session)
+        self.publish(result, reused=True, seconds=None, row=previous)
 
-def default_budget(spec: AssignmentSpec) -> str:
-    """The spec's default, or `full` when TensorFlow sees a GPU (and the spec defines `full`)."""
-    if "full" in spec.budgets and spec.default_budget != "full" and gpu_available():
-        log.info("TensorFlow sees a GPU: default budget full")
-        return "full"
-    return spec.default_budget
+    async def execute(self, to_run: list[Planned], rerender: list[Planned]) -> None:
+        """The reference (cached), results in another language judged again, then `jobs` students
+        at once in sandboxed kernels."""
+        request = self.request
+        data = load_dataset(request.keras_home)
+        launcher = request.launcher or sandbox_for(
+            self.spec, self.budget, no_sandbox=request.no_sandbox,
+            hidden=[request.project_root, request.out, request.submissions, request.cache_root, request.keras_home,
+                    *([request.calibration_root] if request.calibration_root else [])])
+        log.info("sandbox: %s; %d jobs × %d threads", launcher.name, self.jobs, self.threads)
+        self.summary.sandbox = launcher.name if to_run else ""
+        with work_root() as work:
+            session = make_session(spec=self.spec, budget=self.budget, launcher=launcher, data=data,
+                                   data_dir=dataset_dir(request.keras_home).resolve(), out_dir=request.out,
+                                   work_root=work, lang=request.lang, threads=self.threads, versions=self.versions)
+            session = await with_reference(session, cache_root=request.cache_root,
+                                           data_fingerprint=self.data_fingerprint, calibration=self.calibration)
+            assert session.reference is not None  # with_reference sets it
+            self.summary.reference_accuracy = session.reference.evaluation.accuracy
+            self.summary.reference_seconds = session.reference.seconds
+            for planned in rerender:
+                await self.rerender(planned, session)
+            limit = asyncio.Semaphore(max(1, self.jobs))
+            await asyncio.gather(*(self.execute_one(p, session, limit) for p in to_run))
 
+    async def execute_one(self, planned: Planned, session: Session, limit: asyncio.Semaphore) -> None:
+        submission = planned.submission
+        async with limit:
+            execution_id = self.book.start_execution(self.run_id, self.spec.id, submission.student, planned.fingerprint)
+            began = time.monotonic()
+            try:
+                result = await grade_submission(submission, session)
+            except Exception as exc:  # noqa: BLE001 - a bug on one student is a row, not a lost batch
+                log.exception("grading %s failed", submission.student)
+                result = grader_error_result(submission, session, exc)
+            self.publish(result, reused=False, seconds=time.monotonic() - began, execution_id=execution_id,
+                         key=planned.fingerprint)
 
-def plan_batch(found: list[Submission], fingerprints: dict[str, str], previous: dict[str, ResultRow], *,
-               force: bool = False, only: Iterable[str] | None = None) -> list[Planned]:
-    """Who runs and who is reused. `only`: run just these (on purpose); the others keep their last
-    result whatever changed, and those never graded are left out."""
-    selected = set(only) if only else None
-    plan = []
-    for submission in found:
-        student, key = submission.student, fingerprints[submission.student]
-        old = previous.get(student)
-        if selected is not None and student not in selected:
-            if old is not None:
-                plan.append(Planned(submission, key, False, "not selected", old))
-            continue
-        if selected is not None:
-            reason = "selected"
-        elif force:
-            reason = "forced"
-        elif old is None:
-            reason = "new"
-        elif not old.reusable:
-            reason = "retry"
-        elif old.fingerprint != key:
-            reason = "changed"
+    def publish(self, automatic: StudentResult, *, reused: bool, seconds: float | None, row: ResultRow | None = None,
+                execution_id: int | None = None, key: str = "") -> StudentResult:
+        """The final result (grader.gradebook.final) written out, the gradebook row kept current."""
+        final = self.reviews.final(automatic)
+        previous_key = row.report_key if reused and row is not None else None
+        rkey = write_student(final, self.request.out / automatic.student, content=self.content,
+                             previous_key=previous_key)
+        if reused:
+            if row is None or row.report_key != rkey or row.result_json != result_json(automatic):
+                self.book.update_result(automatic, report_key=rkey)
         else:
-            plan.append(Planned(submission, key, False, "unchanged", old))
-            continue
-        plan.append(Planned(submission, key, True, reason, old))
-    return plan
+            self.book.record_result(self.run_id, automatic, fingerprint=key, seconds=seconds, report_key=rkey,
+                                    execution_id=execution_id)
+        self.results[automatic.student] = final
+        (self.summary.executed if not reused else self.summary.reused).append(automatic.student)
+        self.progress.finished(final, reused=reused, seconds=seconds)
+        if self.on_result:
+            self.on_result(final)
+        return final
+
+    def finish(self, started: float) -> None:
+        """The class pages, the summary, and the run closed in the gradebook."""
+        summary = self.summary
+        summary.results = [self.results[s.student] for s in self.found if s.student in self.results]
+        if summary.reference_accuracy is None:  # nothing ran: the reference of the stored results
+            summary.reference_accuracy = next((r.reference["accuracy"] for r in summary.results
+                                               if (r.reference or {}).get("accuracy") is not None), None)
+        summary.threshold = self.threshold(summary.reference_accuracy)
+        write_class(summary.results, self.request.out, spec=self.spec, budget=self.budget, lang=self.request.lang,
+                    refused=self.book.refused(self.spec.id))
+        summary.seconds = time.monotonic() - started
+        self.book.finish_run(self.run_id, students=len(summary.results), executed=len(summary.executed),
+                             reused=len(summary.reused), seconds=summary.seconds)
+        self.progress.close()
+
+
+def data_fingerprint(keras_home: Path) -> str:
+    try:
+        return fingerprint(keras_home)
+    except OSError:
+        load_dataset(keras_home)  # raises the data error that says what is missing
+        raise
 
 
 # ---------------------------------------------------------------- results that are reused or amended
@@ -181,7 +302,8 @@ def rejudge_accuracy(result: StudentResult, spec: AssignmentSpec, threshold: Acc
         if evaluation.get("accuracy") is None:
             continue
         context = CheckContext(
-            student=None, reference=None, params=check_spec.params, budget=result.execution.get("budget", ""),
+            student=None, reference=None,  # type: ignore[arg-type]  # the accuracy kind reads only evaluations
+            params=check_spec.params, budget=result.execution.get("budget", ""),
             student_eval=ModelEvaluation(**evaluation),
             reference_eval=ModelEvaluation(fit=None, accuracy=reference_accuracy), threshold=threshold)
         result.checks[index] = public_messages([judge(check_spec, observe(check_spec, context), result.lang)],
@@ -191,287 +313,10 @@ def rejudge_accuracy(result: StudentResult, spec: AssignmentSpec, threshold: Acc
     return result
 
 
-def apply_manual_scores(result: StudentResult, scores: dict[str, ManualScore] | None) -> StudentResult:
-    """The TA's points replace the automatic ones for those checks (they live in the gradebook's own
-    table, so every regrade applies them again)."""
-    if not scores:
-        return result
-    result = copy.deepcopy(result)
-    ja = result.lang != "en"
-    for check in result.checks:
-        score = scores.get(check.id)
-        if score is None:
-            continue
-        points = max(0, min(int(score.points), check.max_points))
-        check.points = points
-        check.status = PASS if points > 0 else FAIL
-        text = (f"TA 採点: {points} / {check.max_points}" if ja else f"TA score: {points} / {check.max_points}")
-        text += f"（{score.comment}）" if ja and score.comment else f" ({score.comment})" if score.comment else ""
-        check.message = check.public_message = text
-        result.notes.append(f"{check.id}: {text}" + (f" — {score.scorer}, {score.updated_at}" if score.scorer else
-                                                      f" — {score.updated_at}"))
-    result.score = sum(c.points for c in result.checks)
-    return result
-
-
-def review_overrides(out: Path, assignment: str) -> dict:
-    """The TA's overrides from `grader review` (grader.review.store), so a regrade keeps them."""
-    try:
-        from grader.review.store import ReviewStore
-    except ImportError:
-        return {}
-    with ReviewStore(out) as store:
-        return store.overrides(assignment)
-
-
-def review_decisions(out: Path, assignment: str) -> dict:
-    """The TA's accept/reject decisions on flagged submissions (grader.review.store)."""
-    from grader.review.store import ReviewStore
-
-    with ReviewStore(out) as store:
-        return store.integrity_decisions(assignment)
-
-
-def final_result(automatic: StudentResult, manual: dict[str, ManualScore] | None, overrides: dict | None,
-                 submission: dict | None = None, decision: dict | None = None) -> StudentResult:
-    """What result.json and the reports show: automatic → held while flagged (unless a TA accepted it,
-    grader.judge.integrity) → TA manual scores → TA overrides, with the submission time and lateness from the
-    pull manifest."""
-    if overrides:
-        from grader.review.store import final_result as with_overrides
-
-        return with_overrides(automatic, manual, overrides, submission, decision)
-    return with_submission(apply_manual_scores(hold_for_review(automatic, decision), manual), submission)
-
-
-def report_code_digest() -> str:
-    """What reports are drawn with; a change re-renders every report (nothing is re-executed)."""
-    base = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256()
-    for name in REPORT_CODE:
-        path = base / name
-        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
-            if file.is_file() and "__pycache__" not in file.parts:
-                digest.update(file.relative_to(base).as_posix().encode() + b"\0" + file.read_bytes())
-    return digest.hexdigest()
-
-
-def report_key(result: StudentResult, code_digest: str) -> str:
-    return sha256_bytes((code_digest + result_json(result)).encode("utf-8"))[:32]
-
-
-# ---------------------------------------------------------------- the batch
-async def grade_all(
-    *,
-    assignment: str,
-    submissions: Path,
-    out: Path,
-    budget: str | None,
-    jobs: int | None,
-    lang: str,
-    project_root: Path,
-    keras_home: Path,
-    cache_root: Path,
-    launcher: Launcher | None,
-    no_sandbox: bool = False,
-    on_result: Callable[[StudentResult], None] | None = None,
-    threads: int | None = None,
-    force: bool = False,
-    students: Iterable[str] | None = None,
-    calibration_root: Path | None = None,
-    progress: BatchProgress | None = None,
-) -> BatchSummary:
-    started = time.monotonic()
-    progress = progress or NoProgress()
-    spec = load_spec(project_root, assignment)
-    chosen = spec.budget(budget or default_budget(spec))
-    scan = scan_submissions(submissions)
-    found = scan.submissions
-    only = sorted({normalise(s) for s in students or ()})  # a name typed on macOS may arrive decomposed
-    unknown = sorted(set(only) - {s.student for s in found})
-    if unknown:
-        raise ConfigError(f"--student: no submission for {', '.join(unknown)} in {submissions}")
-    try:
-        data_fingerprint = fingerprint(keras_home)
-    except OSError:
-        load_dataset(keras_home)  # raises the data error that says what is missing
-        raise
-    jobs = jobs or default_jobs(spec.limits.memory_mb)
-    threads = threads or threads_per_job(jobs)
-    versions = library_versions()
-    shared = batch_inputs(spec_source=spec.source_bytes, reference=spec.reference.read_bytes() if
-                          spec.reference.is_file() else b"", kernel=harness_source(),
-                          versions=versions, data_fingerprint=data_fingerprint, budget=chosen.name, lang=lang)
-    calibration = load_calibration(calibration_root, spec, chosen, data_fingerprint)
-    accuracy_rule = next((c.params for c in spec.checks if c.kind == ACCURACY_KIND), None)
-    code_digest = report_code_digest()
-
-    def threshold(reference_accuracy: float | None) -> AccuracyThreshold | None:
-        if accuracy_rule is None:
-            return None
-        return threshold_for(accuracy_rule, chosen.name, reference_accuracy=reference_accuracy,
-                             calibration=calibration, lang=lang)
-
-    with exclusive_output(out), Gradebook.open(out) as book:
-        run_id = book.start_run(assignment=spec.id, budget=chosen.name, jobs=jobs, threads=threads,
-                                grader_version=__version__)
-        results: dict[str, StudentResult] = {}
-        summary = BatchSummary(out, [], chosen.name, None, 0.0, "", jobs=jobs, threads=threads, run_id=run_id,
-                               refused=scan.refused)
-        try:
-            fingerprints = {}
-            for submission in found:
-                data = submission.path.read_bytes()
-                fingerprints[submission.student] = input_fingerprint(data, batch_inputs=shared)
-                book.record_submission(spec.id, submission.student, submission.path, sha256_bytes(data))
-            if not only:  # a --student run scans the same folder but must not forget the others' state
-                book.set_refused(spec.id, [(r.name, r.reason) for r in scan.refused])
-            plan = plan_batch(found, fingerprints, book.results(spec.id), force=force, only=only or None)
-            manual = book.manual_scores(spec.id)
-            overrides = review_overrides(out, spec.id)
-            decisions = review_decisions(out, spec.id)
-            handed_in = keep_manifest(submissions, out)
-            to_run = [p for p in plan if p.run]
-            progress.start(total=len(plan), to_run=len(to_run), jobs=min(jobs, max(1, len(to_run))))
-            for planned in to_run:
-                log.info("%s: will run (%s)", planned.submission.student, planned.reason)
-
-            def publish(automatic: StudentResult, *, reused: bool, seconds: float | None, row: ResultRow | None = None,
-                        execution_id: int | None = None, key: str = "") -> StudentResult:
-                """Manual scores on top, result.json + report.html when they changed, the gradebook row."""
-                final = final_result(automatic, manual.get(automatic.student), overrides.get(automatic.student),
-                                     handed_in.get(automatic.student), decisions.get(automatic.student))
-                folder = out / automatic.student
-                rkey = report_key(final, code_digest)
-                if not reused or row is None or row.report_key != rkey or not (folder / "report.html").is_file() \
-                        or not (folder / "result.json").is_file():
-                    try:
-                        write_student_report(final, folder)
-                    except Exception:  # noqa: BLE001 - a report bug must not lose the graded result
-                        log.exception("report for %s failed", automatic.student)
-                        rkey = ""
-                if reused:
-                    if row is None or row.report_key != rkey or row.result_json != result_json(automatic):
-                        book.update_result(automatic, report_key=rkey)
-                else:
-                    book.record_result(run_id, automatic, fingerprint=key, seconds=seconds, report_key=rkey,
-                                       execution_id=execution_id)
-                results[automatic.student] = final
-                (summary.executed if not reused else summary.reused).append(automatic.student)
-                progress.finished(final, reused=reused, seconds=seconds)
-                if on_result:
-                    on_result(final)
-                return final
-
-            # Reused results first: cheap, and the class pages need them whatever happens next.
-            for planned in plan:
-                if not planned.run:
-                    stored = planned.previous.result
-                    if stored.execution.get("budget") == chosen.name:  # (--student may keep other budgets' rows)
-                        stored = rejudge_accuracy(stored, spec, threshold((stored.reference or {}).get("accuracy")))
-                    publish(stored, reused=True, seconds=None, row=planned.previous)
-
-            if to_run:
-                data = load_dataset(keras_home)
-                if launcher is None:
-                    launcher = sandbox_for(spec, chosen, hidden=[project_root, out, submissions, cache_root, keras_home,
-                                                                 *([calibration_root] if calibration_root else [])],
-                                           no_sandbox=no_sandbox)
-                log.info("sandbox: %s; %d jobs × %d threads", launcher.name, jobs, threads)
-                summary.sandbox = launcher.name
-                with work_root() as work:
-                    session = Session(
-                        spec=spec, budget=chosen, launcher=launcher, data_dir=dataset_dir(keras_home).resolve(),
-                        x_test=data.x_test, y_test=data.y_test, test_hashes=image_hashes(data.x_test), reference=None,
-                        grader_data=GraderData.from_dataset(data),
-                        out_dir=out, work_root=work, lang=lang, threads=threads, versions=versions,
-                    )
-                    session.reference = await ensure_reference(session, cache_root=cache_root,
-                                                               data_fingerprint=data_fingerprint)
-                    session.threshold = threshold(session.reference.evaluation.accuracy)
-                    summary.reference_accuracy = session.reference.evaluation.accuracy
-                    summary.reference_seconds = session.reference.seconds
-                    limit = asyncio.Semaphore(max(1, jobs))
-
-                    async def one(planned: Planned) -> None:
-                        submission = planned.submission
-                        async with limit:
-                            execution_id = book.start_execution(run_id, spec.id, submission.student, planned.fingerprint)
-                            began = time.monotonic()
-                            try:
-                                result = await grade_submission(submission, session)
-                            except Exception as exc:  # noqa: BLE001 - a bug on one student is a row, not a lost batch
-                                log.exception("grading %s failed", submission.student)
-                                result = grader_error_result(submission, session, exc)
-                            publish(result, reused=False, seconds=time.monotonic() - began,
-                                    execution_id=execution_id, key=planned.fingerprint)
-
-                    await asyncio.gather(*(one(p) for p in to_run))
-
-            summary.results = [results[s.student] for s in found if s.student in results]
-            if summary.reference_accuracy is None:  # nothing ran: the reference of the stored results
-                summary.reference_accuracy = next((r.reference["accuracy"] for r in summary.results
-                                                   if (r.reference or {}).get("accuracy") is not None), None)
-            summary.threshold = threshold(summary.reference_accuracy)
-            write_class_outputs(summary.results, out, lang=lang, title=spec.title.get(lang),
-                                budget_summary=f"{chosen.name} ({chosen.summary(lang)})",
-                                refused=book.refused(spec.id))
-            summary.seconds = time.monotonic() - started
-            book.finish_run(run_id, students=len(summary.results), executed=len(summary.executed),
-                            reused=len(summary.reused), seconds=summary.seconds)
-            progress.close()
-        except BaseException:  # killed politely (Ctrl-C) or a batch-level error: say so in the gradebook
-            book.finish_run(run_id, students=len(results), executed=len(summary.executed),
-                            reused=len(summary.reused), seconds=time.monotonic() - started, status="interrupted")
-            progress.close()
-            raise
-    return summary
-
-
 def grader_error_result(submission: Submission, session: Session, exc: Exception) -> StudentResult:
-    checks = not_run_results(session.spec, session.lang, "実行されませんでした。" if session.lang != "en" else "Not run.")
+    checks = not_run_results(session.spec, session.lang, t("run.not_run", session.lang))
     return StudentResult(
         student=submission.student, assignment=session.spec.id, status=GRADER_ERROR,
-        message=f"採点システム内部のエラー: {type(exc).__name__}: {exc}"[:500], score=0,
+        message=t("run.grader_error", session.lang, error=f"{type(exc).__name__}: {exc}")[:500], score=0,
         max_score=session.spec.max_score, checks=checks,
         execution={"budget": session.budget.name, "sandbox": session.launcher.name}, lang=session.lang)
-
-
-def sandbox_for(spec: AssignmentSpec, budget: Budget, *, hidden: list[Path], no_sandbox: bool) -> Launcher:
-    """The strongest isolation available, with limits from the spec and the budget."""
-    folders = [p.resolve() for p in hidden if p.exists()]
-    project = PROJECT_ROOT.resolve()
-    folders += [project, project.parent] if project.parent != Path("/") else [project]
-    limits = SandboxLimits(memory_mb=spec.limits.memory_mb, disk_mb=spec.limits.disk_mb,
-                           processes=spec.limits.processes, cpu_s=budget.notebook_timeout_s * 4 + 120,
-                           gpu=gpu_available())
-    return choose_launcher(policy=SandboxPolicy(hidden=folders), limits=limits, no_sandbox=no_sandbox)
-
-
-def main(
-    *,
-    assignment: str,
-    submissions: Path,
-    out: Path,
-    budget: str | None = None,
-    jobs: int | None = None,
-    lang: str = "ja",
-    project_root: Path,
-    keras_home: Path,
-    cache_root: Path,
-    launcher: Launcher | None = None,
-    no_sandbox: bool = False,
-    on_result: Callable[[StudentResult], None] | None = None,
-    threads: int | None = None,
-    force: bool = False,
-    students: Iterable[str] | None = None,
-    calibration_root: Path | None = None,
-    progress: BatchProgress | None = None,
-) -> BatchSummary:
-    """`jobs=None`: as many as the machine fits (cores, memory ÷ the spec's limit per kernel)."""
-    return asyncio.run(grade_all(
-        assignment=assignment, submissions=submissions, out=out, budget=budget, jobs=jobs, lang=lang,
-        project_root=project_root, keras_home=keras_home, cache_root=cache_root,
-        launcher=launcher, no_sandbox=no_sandbox, on_result=on_result, threads=threads, force=force,
-        students=students, calibration_root=calibration_root, progress=progress,
-    ))

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from grader.results import GRADED, StudentResult
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 class BatchProgress(Protocol):
@@ -64,7 +67,7 @@ class _Counter:
 def format_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "?"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
@@ -110,7 +113,7 @@ class RichProgress:
         self.progress = Progress(
             TextColumn("[bold]grading[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[ran]}"),
             TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"), console=self.console, transient=False)
-        self.task = None
+        self.task: TaskID | None = None
 
     def start(self, *, total: int, to_run: int, jobs: int) -> None:
         self.counter.start(total=total, to_run=to_run, jobs=jobs)

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.errors import ConfigError
-from grader.gradebook.store import GRADEBOOK_FILE, Gradebook, ManualScore
-from grader.review.store import ReviewStore, republish
 from grader.assignment.spec import load_spec
+from grader.gradebook.publish import republish
+from grader.gradebook.reviews import ReviewStore
+from grader.gradebook.store import GRADEBOOK_FILE, Gradebook, ManualScore
 
 
 @dataclass

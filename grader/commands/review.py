@@ -9,11 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from grader.assignment.paths import DEFAULT_ASSIGNMENT
 from grader.errors import ConfigError
 from grader.gradebook.store import GRADEBOOK_FILE
 
 
-def main(*, out: Path, project_root: Path, assignment: str = "kadai8", port: int = 8808, reviewer: str | None = None,
+def main(*, out: Path, project_root: Path, assignment: str = DEFAULT_ASSIGNMENT, port: int = 8808,
+         reviewer: str | None = None,
          on_ready: Callable[[str], None] | None = None) -> None:
     from grader.review.app import ReviewServer
 

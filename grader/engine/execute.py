@@ -84,7 +84,7 @@ class SeamKernelManager(AsyncKernelManager):
         kw["env"] = self.launcher.environment(self.job)
         kw["cwd"] = str(self.job.cwd)
         # The kernel's own stdout/stderr (TensorFlow logs, crashes) go to a file, not our terminal.
-        self._kernel_log = open(self.job.work_dir / "kernel.log", "ab")
+        self._kernel_log = open(self.job.work_dir / "kernel.log", "ab")  # noqa: SIM115 - closed by _stop_kernel
         kw["stdout"] = kw["stderr"] = self._kernel_log
         cmd, kw = await super()._async_pre_start_kernel(**kw)
         self.launcher.share_file(self.job, Path(self.connection_file))
@@ -269,7 +269,7 @@ async def execute_notebook(
         await asyncio.wait_for(client.async_execute(), timeout=notebook_timeout_s)
     except CellTimeoutError:  # first: it is a TimeoutError too
         result.timed_out, result.timeout_scope = True, "cell"
-    except asyncio.TimeoutError:
+    except TimeoutError:
         result.timed_out, result.timeout_scope = True, "notebook"
     except DeadKernelError:
         result.kernel_died = True

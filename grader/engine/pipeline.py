@@ -17,15 +17,13 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 import nbformat
 import numpy as np
 
 from grader.judge.checks import AccuracyThreshold, CheckContext, DatasetHashes
-from grader.judge.checks.data import load_dataset_hashes
 from grader.judge.checks.notebook import answer_after_heading
-from grader.judge.checks.training import threshold_for
 from grader.judge.compat_notes import bridge_notes, import_notes
 from grader.assignment.data import FINGERPRINT_FILE
 from grader.evidence.evaluate import ModelEvaluation, evaluate_training_model, predict_timeout
@@ -34,8 +32,11 @@ from grader.engine.execute import ExecutionResult, execute_notebook, write_harne
 from grader.assignment.known_data import GraderData
 from grader.isolation.launch import KernelJob, Launcher
 from grader.judge.integrity import check_integrity
-from grader.results import ERROR, GRADED, GRADER_ERROR, INVALID, KERNEL_DIED, TIMEOUT, CheckResult, StudentResult
+from grader.results import (
+    ERROR, FAIL, GRADED, GRADER_ERROR, INVALID, KERNEL_DIED, TIMEOUT, CheckResult, StudentResult,
+)
 from grader.assignment.spec import AssignmentSpec, Budget
+from grader.i18n import t
 from grader.judge.verdicts import judge_all, not_run_results
 
 MAX_NOTEBOOK_BYTES = 20_000_000
@@ -57,17 +58,20 @@ class ReferenceRun:
     key: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class Session:
-    """What every student's grading shares: spec, budget, data, reference, where to write."""
+    """What every student's grading shares: spec, budget, data, reference, threshold, where to write.
+
+    Frozen: concurrent jobs share it. Made by grader.engine.session (the one factory), which also
+    decides the accuracy threshold once; a variant (another seed) is a `dataclasses.replace` copy."""
 
     spec: AssignmentSpec
     budget: Budget
     launcher: Launcher
     data_dir: Path
-    x_test: np.ndarray
-    y_test: np.ndarray
-    test_hashes: np.ndarray
+    x_test: np.ndarray | None  # None: no trusted evaluation in this session (the self-check)
+    y_test: np.ndarray | None
+    test_hashes: np.ndarray | None  # None: the steps may find them (StudentRun.test_hashes)
     reference: ReferenceRun | None
     out_dir: Path
     work_root: Path
@@ -75,8 +79,8 @@ class Session:
     threads: int = 1
     versions: dict[str, str] = field(default_factory=dict)
     seed: int | None = None  # overrides the spec's seed (calibration runs the reference with several)
-    threshold: AccuracyThreshold | None = None  # test-accuracy threshold in force (None: single-reference rule)
-    dataset_hashes: DatasetHashes | None = None  # the grader's own images, hashed once when a check needs them
+    threshold: AccuracyThreshold | None = None  # test-accuracy threshold in force (grader.judge.threshold)
+    dataset_hashes: DatasetHashes | None = None  # the grader's own images' source hashes (data_source checks)
     grader_data: GraderData | None = None  # the private test part and lookups over the grader's images
 
 
@@ -93,6 +97,7 @@ class StudentRun:
     status: str = GRADED
     message: str = ""
     skipped_evidence: list[str] = field(default_factory=list)
+    test_hashes: np.ndarray | None = None  # found by a step when the session has none (the self-check)
     step_seconds: dict[str, float] = field(default_factory=dict)  # where the time went, per step
     integrity: dict[str, Any] | None = None  # grader.judge.integrity's findings (trusted side)
 
@@ -107,16 +112,16 @@ class StopGrading(Exception):
 async def read_submission(run: StudentRun, session: Session) -> None:
     path = run.submission.path
     if path.stat().st_size > MAX_NOTEBOOK_BYTES:
-        raise StopGrading(INVALID, f"ノートブックが大きすぎます（{path.stat().st_size // 1_000_000} MB）。")
+        raise StopGrading(INVALID, t("run.too_large", session.lang, mb=path.stat().st_size // 1_000_000))
     try:
         run.notebook = nbformat.read(path, as_version=4)
         nbformat.validate(run.notebook)
     except UnicodeDecodeError:
-        raise StopGrading(INVALID, "ノートブックが UTF-8 ではありません。Jupyter で保存し直してください。") from None
+        raise StopGrading(INVALID, t("run.not_utf8", session.lang)) from None
     except (json.JSONDecodeError, nbformat.reader.NotJSONError) as exc:
-        raise StopGrading(INVALID, f"ノートブックが JSON として読めません（保存されていない／壊れている可能性）: {str(exc)[:200]}") from None
+        raise StopGrading(INVALID, t("run.not_json", session.lang, error=str(exc)[:200])) from None
     except nbformat.ValidationError as exc:
-        raise StopGrading(INVALID, f"ノートブックの形式が不正です: {exc.message[:200]}") from None
+        raise StopGrading(INVALID, t("run.malformed", session.lang, error=exc.message[:200])) from None
 
 
 async def prepare_job(run: StudentRun, session: Session) -> None:
@@ -144,7 +149,8 @@ async def execute(run: StudentRun, session: Session) -> None:
         run.execution.memory_limit_mb = session.spec.limits.memory_mb
     nbformat.write(executed, run.out_dir / "executed.ipynb")
     if run.execution.start_failure:
-        raise StopGrading(GRADER_ERROR, f"カーネルを起動できませんでした: {run.execution.start_failure[:300]}")
+        raise StopGrading(GRADER_ERROR, t("run.kernel_start_failed", session.lang,
+                                          error=run.execution.start_failure[:300]))
 
 
 async def collect_evidence(run: StudentRun, session: Session) -> None:
@@ -159,7 +165,8 @@ async def collect_evidence(run: StudentRun, session: Session) -> None:
         failed = run.evidence.first("harness_failed") or {}
         if run.execution and run.execution.kernel_died and not run.evidence.events:
             return  # died before the harness could write; graded as kernel death
-        raise StopGrading(GRADER_ERROR, f"採点用ハーネスが起動しませんでした: {failed.get('error', '記録なし')}")
+        raise StopGrading(GRADER_ERROR, t("run.harness_failed", session.lang,
+                                          error=failed.get("error") or t("run.nothing_recorded", session.lang)))
 
 
 async def evaluate_model(run: StudentRun, session: Session) -> None:
@@ -184,15 +191,13 @@ async def cross_check(run: StudentRun, session: Session) -> None:
 
 async def judge_checks(run: StudentRun, session: Session) -> None:
     reference = session.reference
-    if session.dataset_hashes is None and any(c.kind == "data_source" for c in session.spec.checks):
-        session.dataset_hashes = load_dataset_hashes(session.data_dir)
 
     def context(check) -> CheckContext:
         return CheckContext(
             student=run.evidence, reference=reference.evidence, params=check.params, budget=session.budget.name,
             student_eval=run.evaluation, reference_eval=reference.evaluation,
-            test_hashes=session.test_hashes, notebook=run.notebook, threshold=session.threshold,
-            dataset_hashes=session.dataset_hashes,
+            test_hashes=run.test_hashes if run.test_hashes is not None else session.test_hashes,
+            notebook=run.notebook, threshold=session.threshold, dataset_hashes=session.dataset_hashes,
             known=session.grader_data,
         )
 
@@ -213,26 +218,20 @@ STEPS: tuple[Step, ...] = (read_submission, prepare_job, execute, collect_eviden
 
 def execution_status(execution: ExecutionResult | None, lang: str) -> tuple[str, str]:
     """The student-level status and its one-line explanation."""
-    ja = lang != "en"
     if execution is None:
         return GRADED, ""
     if execution.timed_out:
-        scope = ("セル" if execution.timeout_scope == "cell" else "ノートブック全体") if ja else execution.timeout_scope
-        return TIMEOUT, (f"制限時間を超えました（{scope}）。それまでの結果で採点しました。" if ja
-                         else f"Time limit exceeded ({scope}); graded on what ran before.")
+        scope = t(f"run.timeout_scope.{execution.timeout_scope or 'notebook'}", lang)
+        return TIMEOUT, t("run.timeout", lang, scope=scope)
     if execution.kernel_died and execution.memory_kills:
-        return KERNEL_DIED, (f"メモリ上限超過: カーネルがメモリ上限（{execution.memory_limit_mb} MiB）を超えたため停止されました。"
-                             "それまでの結果で採点しました。" if ja else
-                             f"Memory limit exceeded: the kernel went over its {execution.memory_limit_mb} MiB "
-                             "and was stopped; graded on what ran before.")
+        return KERNEL_DIED, t("run.memory_limit_exceeded", lang, limit_mb=execution.memory_limit_mb)
     if execution.kernel_died:
-        return KERNEL_DIED, ("カーネルが途中で終了しました。それまでの結果で採点しました。" if ja
-                             else "The kernel died; graded on what ran before.")
+        return KERNEL_DIED, t("run.kernel_died", lang)
     if execution.errors:
         first = execution.errors[0]
         where = f"[{first.execution_count}]" if first.execution_count else f"#{first.cell_index + 1}"
-        return ERROR, (f"セル {where} でエラー: {first.ename}: {first.evalue[:120]}（他 {len(execution.errors) - 1} 件）" if ja
-                       else f"Error in cell {where}: {first.ename}: {first.evalue[:120]} (+{len(execution.errors) - 1} more)")
+        return ERROR, t("run.cell_error", lang, where=where, ename=first.ename, evalue=first.evalue[:120],
+                        more=len(execution.errors) - 1)
     return GRADED, ""
 
 
@@ -243,7 +242,7 @@ async def grade_submission(submission: Submission, session: Session, steps: tupl
     return build_result(run, session)
 
 
-async def run_steps(run: StudentRun, session: Session, steps: tuple[Step, ...]) -> None:
+async def run_steps(run: StudentRun, session: Session, steps: Sequence[Step]) -> None:
     """Run the steps in order; a stop or a crash becomes the run's status; the job is always released."""
     run.out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -257,7 +256,7 @@ async def run_steps(run: StudentRun, session: Session, steps: tuple[Step, ...]) 
         run.status, run.message = stop.status, stop.message
     except Exception as exc:  # noqa: BLE001 - a grader bug on one student is data, not a lost batch
         run.status = GRADER_ERROR
-        run.message = f"採点システム内部のエラー: {type(exc).__name__}: {exc}"[:500]
+        run.message = t("run.grader_error", session.lang, error=f"{type(exc).__name__}: {exc}")[:500]
         (run.out_dir / "grader_error.txt").write_text(traceback.format_exc(), encoding="utf-8")
     finally:
         if run.job is not None:
@@ -285,7 +284,7 @@ def keep_kernel_log(run: StudentRun, max_bytes: int = 200_000) -> None:
 def build_result(run: StudentRun, session: Session) -> StudentResult:
     spec, lang = session.spec, session.lang
     checks = public_messages(run.checks or not_run_results(
-        spec, lang, "実行されませんでした。" if lang != "en" else "Not run."), spec, lang)
+        spec, lang, t("run.not_run", lang)), spec, lang)
     ready = run.evidence.first("harness_ready") if run.evidence else None
     return StudentResult(
         student=run.submission.student,
@@ -317,7 +316,7 @@ def public_messages(checks: list[CheckResult], spec: AssignmentSpec, lang: str) 
     """Hidden checks show a student only the outcome and the spec's failure text (no expected values)."""
     fail_text = {c.id: c.fail.get(lang) for c in spec.checks}
     for check in checks:
-        hidden_text = fail_text.get(check.id, "") if check.status == "fail" else check.message
+        hidden_text = fail_text.get(check.id, "") if check.status == FAIL else check.message
         check.public_message = check.message if check.visible else hidden_text
     return checks
 
@@ -351,14 +350,8 @@ def reference_summary(session: Session) -> dict[str, Any]:
     accuracy = session.reference.evaluation.accuracy
     summary = {"accuracy": accuracy, "key": session.reference.key,
                "per_class": session.reference.evaluation.per_class}
-    threshold = session.threshold
-    if threshold is None:
-        rule = next((c for c in session.spec.checks if c.kind == "trusted_test_accuracy"), None)
-        if rule is not None:
-            threshold = threshold_for(rule.params, session.budget.name, reference_accuracy=accuracy,
-                                      lang=session.lang)
-    if threshold is not None:
-        summary.update(threshold_summary(threshold))
+    if session.threshold is not None:
+        summary.update(threshold_summary(session.threshold))
     return summary
 
 
@@ -392,35 +385,27 @@ def written_answers(run: StudentRun, spec: AssignmentSpec) -> dict[str, str]:
 def notes_for(run: StudentRun, lang: str) -> list[str]:
     """Things the TA should know that are not checks: shims used, budget applied, odd evidence."""
     notes: list[str] = []
-    ja = lang != "en"
     evidence = run.evidence
     if evidence is None:
         return notes
     for shim in evidence.compat_shims():
-        notes.append(f"互換シムを使用: {shim}（Keras 3 では動かないスライドの書き方）" if ja
-                     else f"Compatibility shim used: {shim} (slide code that Keras 3 rejects)")
+        notes.append(t("note.shim", lang, shim=shim))
     notes.extend(bridge_notes(evidence, lang))  # Keras 2 APIs run as Keras 3: what to write instead
     notes.extend(import_notes(run.execution.errors if run.execution else [], lang))
     for fit in evidence.of("fit_start"):
         req, eff = fit.get("requested", {}), fit.get("effective", {})
         if (req.get("epochs"), req.get("steps_per_epoch")) != (eff.get("epochs"), eff.get("steps_per_epoch")):
-            notes.append(
-                (f"fit #{fit['fit']}: 予算により epochs {req.get('epochs')}→{eff.get('epochs')}, "
-                 f"steps_per_epoch {req.get('steps_per_epoch')}→{eff.get('steps_per_epoch')}") if ja else
-                (f"fit #{fit['fit']}: budget capped epochs {req.get('epochs')}→{eff.get('epochs')}, "
-                 f"steps_per_epoch {req.get('steps_per_epoch')}→{eff.get('steps_per_epoch')}"))
+            notes.append(t("note.budget_capped", lang, fit=fit["fit"], requested_epochs=req.get("epochs"),
+                           effective_epochs=eff.get("epochs"), requested_steps=req.get("steps_per_epoch"),
+                           effective_steps=eff.get("steps_per_epoch")))
     for claim in evidence.of("evaluate"):
-        notes.append((f"ノートブックが表示した評価結果（採点には使いません）: {claim.get('claimed')}" if ja
-                      else f"Evaluation the notebook reported (not used for scoring): {claim.get('claimed')}"))
+        notes.append(t("note.claimed_evaluation", lang, claimed=claim.get("claimed")))
     notes.extend(f"evidence: {p}" for p in evidence.problems)
     notes.extend(f"evidence skipped: {s}" for s in run.skipped_evidence)
     if run.execution and run.execution.memory_kills and not run.execution.kernel_died:
-        notes.append(f"メモリ上限超過: メモリ上限（{run.execution.memory_limit_mb} MiB）を超えたプロセスが "
-                     f"{run.execution.memory_kills} 個停止されました" if ja else
-                     f"Memory limit exceeded: {run.execution.memory_kills} process(es) went over "
-                     f"{run.execution.memory_limit_mb} MiB and were stopped")
+        notes.append(t("note.memory_limit_exceeded", lang, kills=run.execution.memory_kills,
+                       limit_mb=run.execution.memory_limit_mb))
     if run.execution and run.execution.truncated_cells:
         cells = ", ".join(str(i + 1) for i in run.execution.truncated_cells)
-        notes.append(f"出力が大きすぎるため省略しました（セル {cells}）" if ja
-                     else f"Output truncated (cells {cells})")
+        notes.append(t("note.output_truncated", lang, cells=cells))
     return notes

@@ -11,16 +11,20 @@ import json
 import logging
 import shutil
 from importlib import metadata
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from grader import __version__
 from grader.errors import ReferenceRunError
 from grader.evidence.evaluate import ModelEvaluation
 from grader.evidence.reader import Evidence
+from grader.judge.threshold import decide_threshold
 from grader.kernel import harness_source
+from grader.results import GRADED
 from grader.engine.pipeline import (
-    ReferenceRun, Session, StopGrading, StudentRun, Submission,
-    collect_evidence, evaluate_model, execute, prepare_job, read_submission, release_job,
+    ReferenceRun, Session, StudentRun, Submission,
+    collect_evidence, evaluate_model, execute, prepare_job, read_submission, run_steps,
 )
 
 log = logging.getLogger("grader.reference")
@@ -67,14 +71,9 @@ async def ensure_reference(session: Session, *, cache_root: Path, data_fingerpri
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     run = StudentRun(submission=Submission("reference", session.spec.reference), out_dir=folder)
-    try:
-        for step in REFERENCE_STEPS:
-            await step(run, session)
-    except StopGrading as stop:
-        raise ReferenceRunError(f"the reference notebook could not be graded: {stop.message}") from None
-    finally:
-        if run.job is not None:
-            release_job(run, session)
+    await run_steps(run, session, REFERENCE_STEPS)
+    if run.status != GRADED:  # a step stopped it or crashed
+        raise ReferenceRunError(f"the reference notebook could not be graded: {run.message}")
     problems = describe_reference_problems(run)
     if problems:
         raise ReferenceRunError(f"the reference run is not usable ({problems}); see {folder / 'executed.ipynb'}")
@@ -82,6 +81,15 @@ async def ensure_reference(session: Session, *, cache_root: Path, data_fingerpri
             "execution": run.execution.to_dict(), "key": key}
     saved.write_text(json.dumps(info, ensure_ascii=False, indent=1), encoding="utf-8")
     return ReferenceRun(run.evidence, run.evaluation, run.execution.seconds, key)
+
+
+async def with_reference(session: Session, *, cache_root: Path, data_fingerprint: str,
+                         calibration: dict[str, Any] | None = None) -> Session:
+    """The session with the reference run (cached per inputs) and the threshold decided from it, once."""
+    reference = await ensure_reference(session, cache_root=cache_root, data_fingerprint=data_fingerprint)
+    threshold = decide_threshold(session.spec, session.budget.name, reference_accuracy=reference.evaluation.accuracy,
+                                 calibration=calibration, lang=session.lang)
+    return replace(session, reference=reference, threshold=threshold)
 
 
 def describe_reference_problems(run: StudentRun) -> str:

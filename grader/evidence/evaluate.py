@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from grader.evidence.reader import Evidence
+from grader.i18n import LANGS, t
 from grader.isolation.launch import KERNEL_DIR, KernelJob, Launcher
 
 PREDICT_TIMEOUT_S = 300  # when there is no reference time to scale from (the reference run itself)
@@ -182,16 +183,15 @@ async def predict_in_subprocess(
     )
     try:
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         process.kill()
         await process.wait()
         launcher.kill_processes(job)  # whatever it started dies with it
         if facts is not None:
             facts.update(read_facts(facts_file))
-        raise PredictionTimeout(
-            f"予測が上限の {timeout_s:.0f} 秒を超えたため打ち切りました（上限は参照解のモデル自身の予測時間から決まります）"
-            f" / prediction stopped after {timeout_s:.0f} s (a limit set by the reference model's own prediction time)"
-        ) from None
+        # Both languages: the problem is kept evidence, and the language is not part of the inputs.
+        raise PredictionTimeout(" / ".join(t("predict.timed_out", lang, seconds=f"{timeout_s:.0f}")
+                                           for lang in LANGS)) from None
     (job.work_dir / "predict.log").write_bytes(stderr[-200_000:])
     if facts is not None:
         facts.update(read_facts(facts_file))

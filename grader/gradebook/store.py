@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from grader.results import GRADER_ERROR, StudentResult
+from grader.results import FINISHED, GRADER_ERROR, INTERRUPTED, RUNNING, StudentResult, result_json
 
 GRADEBOOK_FILE = "gradebook.sqlite"
 SCHEMA_VERSION = 1
@@ -196,13 +196,15 @@ def input_fingerprint(notebook: bytes, *, batch_inputs: str) -> str:
 
 
 def batch_inputs(*, spec_source: bytes, reference: bytes, kernel: bytes, versions: dict[str, str],
-                 data_fingerprint: str, budget: str, lang: str) -> str:
+                 data_fingerprint: str, budget: str) -> str:
     """The part of every student's fingerprint that the batch shares: the spec file, the reference
-    notebook, the kernel harness, grader and library versions, the data set, the budget and the
-    report language. Any change re-executes everyone; the notebook's own bytes are added per student."""
+    notebook, the kernel harness, grader and library versions, the data set and the budget. Any
+    change re-executes everyone; the notebook's own bytes are added per student. The language is
+    not an input: a result in another language is judged again from its kept evidence
+    (grader.engine.rejudge), never executed again."""
     digest = hashlib.sha256()
     for part in (spec_source, reference, kernel, json.dumps(versions, sort_keys=True).encode(),
-                 data_fingerprint.encode(), budget.encode(), lang.encode()):
+                 data_fingerprint.encode(), budget.encode()):
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()
 
@@ -247,19 +249,20 @@ class Gradebook:
     def start_run(self, *, assignment: str, budget: str, jobs: int, threads: int, grader_version: str) -> int:
         """A new run; runs and executions left `running` by a dead grader become `interrupted`."""
         with self._transaction():
-            for row in self.db.execute("SELECT id, pid FROM runs WHERE status = 'running'").fetchall():
+            for row in self.db.execute("SELECT id, pid FROM runs WHERE status = ?", (RUNNING,)).fetchall():
                 if not _alive(row["pid"]) or row["pid"] == os.getpid():
-                    self.db.execute("UPDATE runs SET status = 'interrupted' WHERE id = ?", (row["id"],))
-                    self.db.execute("UPDATE executions SET status = 'interrupted' WHERE run_id = ? AND "
-                                    "finished_at IS NULL", (row["id"],))
+                    self.db.execute("UPDATE runs SET status = ? WHERE id = ?", (INTERRUPTED, row["id"]))
+                    self.db.execute("UPDATE executions SET status = ? WHERE run_id = ? AND "
+                                    "finished_at IS NULL", (INTERRUPTED, row["id"]))
             cursor = self.db.execute(
                 "INSERT INTO runs (assignment, budget, jobs, threads, grader_version, pid, started_at, status) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, 'running')",
-                (assignment, budget, jobs, threads, grader_version, os.getpid(), now()))
-            return int(cursor.lastrowid)
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (assignment, budget, jobs, threads, grader_version, os.getpid(), now(), RUNNING))
+            assert cursor.lastrowid is not None  # an INSERT sets it
+            return cursor.lastrowid
 
     def finish_run(self, run_id: int, *, students: int, executed: int, reused: int, seconds: float,
-                   status: str = "finished") -> None:
+                   status: str = FINISHED) -> None:
         with self._transaction():
             self.db.execute("UPDATE runs SET finished_at = ?, status = ?, students = ?, executed = ?, reused = ?, "
                             "seconds = ? WHERE id = ?",
@@ -297,7 +300,8 @@ class Gradebook:
             cursor = self.db.execute(
                 "INSERT INTO executions (run_id, assignment, student, fingerprint, started_at) VALUES (?, ?, ?, ?, ?)",
                 (run_id, assignment, student, fingerprint, now()))
-            return int(cursor.lastrowid)
+            assert cursor.lastrowid is not None  # an INSERT sets it
+            return cursor.lastrowid
 
     def finish_execution(self, execution_id: int, *, status: str, seconds: float) -> None:
         with self._transaction():
@@ -394,11 +398,6 @@ class _Transaction:
 
 def _statements(script: str) -> Iterable[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
-
-
-def result_json(result: StudentResult) -> str:
-    """The canonical JSON of a result (what the gradebook stores)."""
-    return json.dumps(result.to_dict(), ensure_ascii=False, sort_keys=True)
 
 
 def _alive(pid: int) -> bool:

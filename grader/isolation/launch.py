@@ -67,10 +67,11 @@ class KernelJob:
                 self.ipc_dir, self.predict_dir]
 
     def create(self) -> None:
-        """Make the folders; Keras needs a writable KERAS_HOME, so the data is linked in."""
+        """Make the folders; Keras needs a writable KERAS_HOME, so the data is linked in under the
+        name it has in the grader's own Keras cache (…/datasets/<name>, e.g. fashion-mnist)."""
         for folder in self.writable_dirs():
             folder.mkdir(parents=True, exist_ok=True)
-        link = self.keras_home / "datasets" / "fashion-mnist"
+        link = self.keras_home / "datasets" / self.data_dir.name
         if not link.exists():
             link.symlink_to(self.data_dir, target_is_directory=True)
 

@@ -103,8 +103,10 @@ class IntegrityReport:
 
 
 def findings_key(findings: list[dict[str, Any]]) -> str:
-    """Names this set of findings, so a TA's decision applies to exactly what the TA saw."""
-    text = json.dumps(sorted([f.get("id"), f.get("message")] for f in findings), ensure_ascii=False)
+    """Names this set of findings, so a TA's decision applies to exactly what the TA saw. Built from the
+    findings' ids and details, not their texts: the same findings keep their key in either language."""
+    text = json.dumps(sorted(json.dumps([f.get("id"), f.get("detail")], sort_keys=True, ensure_ascii=False, default=str)
+                             for f in findings), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 

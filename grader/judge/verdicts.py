@@ -3,32 +3,25 @@
 from __future__ import annotations
 
 import json
-import tomllib
-from functools import cache
-from pathlib import Path
 from typing import Any
 
+from grader.assignment.spec import AssignmentSpec, CheckSpec
+from grader.errors import ConfigError
+from grader.i18n import MESSAGES, catalogue, t
 from grader.judge.checks import ERROR, FAIL, KINDS, NOT_RUN, PASS, CheckContext, Observation
 from grader.results import CheckResult
-from grader.assignment.spec import AssignmentSpec, CheckSpec
 
-MESSAGES = Path(__file__).resolve().parent.parent / "i18n" / "messages.toml"
+__all__ = ["MESSAGES", "judge", "judge_all", "not_run_results", "observe", "reason_catalog", "reason_text",
+           "require_known_kinds"]
 
 
-@cache
 def reason_catalog() -> dict[str, dict[str, str]]:
-    return tomllib.loads(MESSAGES.read_text(encoding="utf-8"))
+    """The message catalogue (grader.i18n); a check's `reason` is one of its keys."""
+    return catalogue()
 
 
 def reason_text(reason: str | None, args: dict[str, Any], lang: str) -> str:
-    if not reason:
-        return ""
-    entry = reason_catalog().get(reason, {})
-    template = entry.get(lang) or entry.get("ja") or reason
-    try:
-        return template.format(**args)
-    except (KeyError, IndexError, ValueError):
-        return template
+    return t(reason, lang, **args) if reason else ""
 
 
 def observe(check: CheckSpec, context: CheckContext) -> Observation:
@@ -75,3 +68,11 @@ def not_run_results(spec: AssignmentSpec, lang: str, why: str) -> list[CheckResu
 def _plain(value: Any) -> Any:
     """Keep expected/actual JSON-safe (tuples → lists, numpy scalars → Python)."""
     return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def require_known_kinds(spec: AssignmentSpec) -> None:
+    """A spec naming a check kind the grader does not have is a configuration error, found before
+    anything runs (sessions check it when they are made)."""
+    unknown = sorted({c.kind for c in spec.checks} - set(KINDS))
+    if unknown:
+        raise ConfigError(f"{spec.root / 'spec.toml'}: unknown check kinds {unknown}; known: {sorted(KINDS)}")

@@ -1,4 +1,4 @@
-"""`grader pull`: turn an LMS bulk download (a folder or a zip) into `DIR/<id>.ipynb` + a manifest.
+"""An LMS bulk download (`grader pull`): turn it (a folder or a zip) into `DIR/<id>.ipynb` + a manifest.
 
 Layouts recognised (a single wrapper folder around everything is looked through):
   * Moodle: `Full Name_12345_assignsubmission_file_/…ipynb` (participant id 12345);
@@ -226,7 +226,7 @@ def _content_root(root: Path) -> Path:
     return root
 
 
-def classify(rel: PurePosixPath) -> tuple[str, str, str | None, str | None, int | None, bool] | None:
+def classify(rel: PurePosixPath) -> tuple[str, str, str | None, str | None, int | None, bool]:
     """(layout, key, name, lms id, attempt, late flag) for a notebook's path inside the download."""
     for part in rel.parts[:-1]:
         m = MOODLE.match(part)
@@ -281,92 +281,23 @@ def _timezone(deadline: datetime | None) -> tzinfo:
     return datetime.now().astimezone().tzinfo or timezone.utc
 
 
-def main(*, source: Path, submissions: Path, roster: Path | None = None, deadline: str | None = None,
+def pull(*, source: Path, submissions: Path, roster: Path | None = None, deadline: str | None = None,
          limits: ZipLimits | None = None) -> PullSummary:
+    """Unpack `source` into `submissions`: the latest notebook per student and the manifest."""
     limits = limits or ZipLimits()
     if not source.exists():
         raise ConfigError(f"{source} does not exist (give the LMS download: a folder or a .zip)")
-    try:
-        due = datetime.fromisoformat(deadline) if deadline else None
-    except ValueError:
-        raise ConfigError(f"--deadline {deadline!r} is not an ISO date/time, e.g. 2026-07-10T23:59:00+09:00") from None
-    tz = _timezone(due)
-    if due is not None and due.tzinfo is None:
-        due = due.replace(tzinfo=tz)
+    due, tz = _deadline(deadline)
     book = Roster(roster) if roster else None
     budget = _Budget(limits)
     skipped: list[str] = []
     with tempfile.TemporaryDirectory(prefix="grader-pull-") as scratch:
         scratch_dir = Path(scratch)
-        if source.is_dir():
-            root = source
-        elif zipfile.is_zipfile(source):
-            root = scratch_dir / "download"
-            root.mkdir()
-            safe_extract(source, root, limits=limits, budget=budget, tz=tz, label=source.name)
-        else:
-            raise ConfigError(f"{source} is neither a folder nor a zip file")
-        root = _content_root(root)
-        found: list[_Found] = []
-        for path in _walk(root):
-            rel = PurePosixPath(path.relative_to(root).as_posix())
-            if path.is_symlink():
-                skipped.append(f"{rel} (a link: not followed)")
-                continue
-            if path.suffix.lower() == ".zip":  # a student's zipped folder: one level deep
-                inner = scratch_dir / "nested" / str(len(found)) / path.name
-                inner.mkdir(parents=True)
-                zipped_at = path.stat().st_mtime
-                for file in safe_extract(path, inner, limits=limits, budget=budget, tz=tz, label=str(rel)):
-                    inner_rel = file.relative_to(inner).as_posix()
-                    if file.suffix.lower() == ".zip":
-                        skipped.append(f"{rel}/{inner_rel} (a zip inside a zip: not opened)")
-                    elif file.suffix == ".ipynb" and not set(PurePosixPath(inner_rel).parts) & IGNORED_PARTS \
-                            and not file.name.startswith("."):
-                        os.utime(file, (zipped_at, zipped_at))  # submitted when the zip was uploaded
-                        # classified as if the zip were the notebook (top level) or by its folder
-                        outer = rel.with_suffix(".ipynb") if len(rel.parts) == 1 else rel.parent / file.name
-                        found.append(_make_found(file, f"{rel}!{inner_rel}", outer))
-                continue
-            if path.suffix != ".ipynb":
-                skipped.append(f"{rel} (not a notebook)")
-                continue
-            found.append(_make_found(path, str(rel), rel))
-
-        chosen: dict[str, list[_Found]] = {}
-        unmatched: list[str] = []
-        for item in found:
-            student = book.resolve(item) if book else item.key
-            what = f"{escaped(item.source)} ({item.layout}" + (f", id {item.lms_id}" if item.lms_id else "") + \
-                (f", name {escaped(item.name)}" if item.name else "") + ")"
-            if student is None:
-                unmatched.append(what + " — not in the roster")
-                continue
-            why = id_problem(student)
-            if why:
-                unmatched.append(f"{what} — {printable(student)} is not a usable student id: {why}")
-                continue
-            chosen.setdefault(normalise(student), []).append(item)
-        unmatched += _refuse_clashes(chosen)
-
+        root = _content_root(_unpacked(source, scratch_dir, limits=limits, budget=budget, tz=tz))
+        found = _notebooks(root, scratch_dir, limits=limits, budget=budget, tz=tz, skipped=skipped)
+        chosen, unmatched = _by_student(found, book)
         submissions.mkdir(parents=True, exist_ok=True)
-        pulled = []
-        for student in sorted(chosen):
-            items = sorted(chosen[student], key=lambda f: (f.mtime, f.attempt or 0, f.source))
-            latest = items[-1]
-            when = datetime.fromtimestamp(latest.mtime, tz)
-            late_by = None if due is None else max(0, int((when - due).total_seconds()))
-            if late_by is not None:
-                late = late_by > 0 or latest.late_flag
-            else:
-                late = True if latest.late_flag else None  # no deadline: only Canvas's _LATE says so
-            target = submissions / f"{student}.ipynb"
-            shutil.copyfile(latest.path, target)
-            os.utime(target, (latest.mtime, latest.mtime))
-            pulled.append(Pulled(student=student, original_name=latest.path.name, submitted_at=when.isoformat(),
-                                 late=late, late_by_s=late_by, source=latest.source, layout=latest.layout,
-                                 lms_id=latest.lms_id, attempt=latest.attempt,
-                                 superseded=[f.source for f in items[:-1]]))
+        pulled = [_keep_latest(student, chosen[student], submissions, due=due, tz=tz) for student in sorted(chosen)]
     manifest = submissions / MANIFEST
     manifest.write_text(json.dumps({
         "source": str(source), "deadline": due.isoformat() if due else None, "roster": str(roster) if roster else None,
@@ -391,6 +322,100 @@ def _refuse_clashes(chosen: dict[str, list[_Found]]) -> list[str]:
                     refused.append(f"{escaped(item.source)} — several submissions map to one id ({listed}); "
                                    "none is pulled")
     return refused
+
+
+def _deadline(deadline: str | None) -> tuple[datetime | None, tzinfo]:
+    """The deadline (in its own zone, else the machine's) and the zone zip times are read in."""
+    try:
+        due = datetime.fromisoformat(deadline) if deadline else None
+    except ValueError:
+        raise ConfigError(f"--deadline {deadline!r} is not an ISO date/time, e.g. 2026-07-10T23:59:00+09:00") from None
+    tz = _timezone(due)
+    if due is not None and due.tzinfo is None:
+        due = due.replace(tzinfo=tz)
+    return due, tz
+
+
+def _unpacked(source: Path, scratch_dir: Path, *, limits: ZipLimits, budget: _Budget, tz: tzinfo) -> Path:
+    """The download as a folder: itself, or the zip safely extracted into the scratch folder."""
+    if source.is_dir():
+        return source
+    if not zipfile.is_zipfile(source):
+        raise ConfigError(f"{source} is neither a folder nor a zip file")
+    root = scratch_dir / "download"
+    root.mkdir()
+    safe_extract(source, root, limits=limits, budget=budget, tz=tz, label=source.name)
+    return root
+
+
+def _notebooks(root: Path, scratch_dir: Path, *, limits: ZipLimits, budget: _Budget, tz: tzinfo,
+               skipped: list[str]) -> list[_Found]:
+    """Every notebook of the download (zips in a student's folder opened one level deep)."""
+    found: list[_Found] = []
+    for path in _walk(root):
+        rel = PurePosixPath(path.relative_to(root).as_posix())
+        if path.is_symlink():
+            skipped.append(f"{rel} (a link: not followed)")
+            continue
+        if path.suffix.lower() == ".zip":  # a student's zipped folder: one level deep
+            inner = scratch_dir / "nested" / str(len(found)) / path.name
+            inner.mkdir(parents=True)
+            zipped_at = path.stat().st_mtime
+            for file in safe_extract(path, inner, limits=limits, budget=budget, tz=tz, label=str(rel)):
+                inner_rel = file.relative_to(inner).as_posix()
+                if file.suffix.lower() == ".zip":
+                    skipped.append(f"{rel}/{inner_rel} (a zip inside a zip: not opened)")
+                elif file.suffix == ".ipynb" and not set(PurePosixPath(inner_rel).parts) & IGNORED_PARTS \
+                        and not file.name.startswith("."):
+                    os.utime(file, (zipped_at, zipped_at))  # submitted when the zip was uploaded
+                    # classified as if the zip were the notebook (top level) or by its folder
+                    outer = rel.with_suffix(".ipynb") if len(rel.parts) == 1 else rel.parent / file.name
+                    found.append(_make_found(file, f"{rel}!{inner_rel}", outer))
+            continue
+        if path.suffix != ".ipynb":
+            skipped.append(f"{rel} (not a notebook)")
+            continue
+        found.append(_make_found(path, str(rel), rel))
+    return found
+
+
+def _by_student(found: list[_Found], book: Roster | None) -> tuple[dict[str, list[_Found]], list[str]]:
+    """Notebooks grouped by student id (through the roster when there is one), and those matching none."""
+    chosen: dict[str, list[_Found]] = {}
+    unmatched: list[str] = []
+    for item in found:
+        student = book.resolve(item) if book else item.key
+        what = f"{escaped(item.source)} ({item.layout}" + (f", id {item.lms_id}" if item.lms_id else "") + \
+            (f", name {escaped(item.name)}" if item.name else "") + ")"
+        if student is None:
+            unmatched.append(what + " — not in the roster")
+            continue
+        why = id_problem(student)
+        if why:
+            unmatched.append(f"{what} — {printable(student)} is not a usable student id: {why}")
+            continue
+        chosen.setdefault(normalise(student), []).append(item)
+    unmatched += _refuse_clashes(chosen)
+    return chosen, unmatched
+
+
+def _keep_latest(student: str, items: list[_Found], submissions: Path, *, due: datetime | None, tz: tzinfo) -> Pulled:
+    """The student's latest submission (time, then attempt) copied to `<id>.ipynb`, with its lateness."""
+    items = sorted(items, key=lambda f: (f.mtime, f.attempt or 0, f.source))
+    latest = items[-1]
+    when = datetime.fromtimestamp(latest.mtime, tz)
+    late_by = None if due is None else max(0, int((when - due).total_seconds()))
+    late: bool | None
+    if late_by is not None:
+        late = late_by > 0 or latest.late_flag
+    else:
+        late = True if latest.late_flag else None  # no deadline: only Canvas's _LATE says so
+    target = submissions / f"{student}.ipynb"
+    shutil.copyfile(latest.path, target)
+    os.utime(target, (latest.mtime, latest.mtime))
+    return Pulled(student=student, original_name=latest.path.name, submitted_at=when.isoformat(), late=late,
+                  late_by_s=late_by, source=latest.source, layout=latest.layout, lms_id=latest.lms_id,
+                  attempt=latest.attempt, superseded=[f.source for f in items[:-1]])
 
 
 def _make_found(path: Path, source: str, rel: PurePosixPath) -> _Found:

@@ -2,7 +2,8 @@
 
 They come only from evidence arrays (read through `Evidence`, allow_pickle=False) and from the
 grader's own numbers (`result.evaluation`); never from the student's model or outputs.
-Japanese labels need a CJK font: without one, figures fall back to English labels.
+Japanese labels need a CJK font: without one, figures fall back to English labels. Class names and
+groups come from the caller (the assignment's content.toml), so nothing here is about one data set.
 """
 
 from __future__ import annotations
@@ -22,12 +23,9 @@ from matplotlib import font_manager  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
-CLASS_NAMES = {
-    "ja": ["Tシャツ/トップ", "ズボン", "プルオーバー", "ドレス", "コート", "サンダル", "シャツ", "スニーカー", "バッグ", "アンクルブーツ"],
-    "en": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
-}
-SHOES, CLOTHES, BAG = (5, 7, 9), (0, 1, 2, 3, 4, 6), (8,)
-GROUP_COLORS = {"shoes": "#c4622d", "clothes": "#3b6ea8", "bag": "#7a7a7a"}
+from grader.i18n import t  # noqa: E402
+
+# Class names, groups and colours are the assignment's (assignments/<id>/content.toml): callers pass them.
 CJK_NAMES = ("Noto Sans CJK JP", "Noto Sans JP", "IPAexGothic", "IPAGothic", "TakaoGothic", "VL Gothic",
              "Hiragino Sans", "Yu Gothic", "Source Han Sans JP", "Droid Sans Fallback")
 DPI = 110
@@ -62,10 +60,6 @@ def cjk_font() -> str | None:
 def label_lang(lang: str) -> str:
     """The language figure labels are written in: Japanese only when a CJK font exists."""
     return "ja" if lang != "en" and cjk_font() else "en"
-
-
-def _t(lang: str, ja: str, en: str) -> str:
-    return ja if lang == "ja" else en
 
 
 def new_figure(width: float, height: float, lang: str, layout: str | None = "constrained") -> Figure:
@@ -103,15 +97,15 @@ def images_for_display(x: Any, limit: int = 16) -> np.ndarray | None:
     return np.clip(images / (255.0 if peak > 1.5 else 1.0), 0.0, 1.0)
 
 
-def label_indices(y: Any, n: int) -> list[int | None]:
+def label_indices(y: Any, n: int, classes: int) -> list[int | None]:
     """Class numbers from one-hot or integer labels (None where unreadable)."""
     if not isinstance(y, np.ndarray) or y.dtype.kind not in "uifb" or len(y) < n:
         return [None] * n
-    if y.ndim == 2 and y.shape[1] == len(CLASS_NAMES["en"]):
+    if y.ndim == 2 and y.shape[1] == classes:
         return [int(i) for i in y[:n].argmax(axis=1)]
     if y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1):
         flat = y[:n].reshape(n)
-        return [int(v) if 0 <= v < 10 and float(v).is_integer() else None for v in flat]
+        return [int(v) if 0 <= v < classes and float(v).is_integer() else None for v in flat]
     return [None] * n
 
 
@@ -127,16 +121,15 @@ def mosaic(images: np.ndarray, columns: int = 4, gap: int = 2, band: int = 0) ->
     return canvas
 
 
-def batch_grid(x: Any, x_orig: Any, y_orig: Any, lang: str) -> str | None:
-    """The first batch as a 4×4 grid, beside the 4×4 grid of the images it came from (as on the slides)."""
+def batch_grid(x: Any, x_orig: Any, y_orig: Any, lang: str, names: Sequence[str] = ()) -> str | None:
+    """The first batch as a 4×4 grid, beside the 4×4 grid of the images it came from (as on the slides),
+    each image labelled with `names[label]` when `names` are given."""
     augmented, original = images_for_display(x), images_for_display(x_orig)
     if augmented is None:
         return None
     n = len(augmented) if original is None else min(len(augmented), len(original))
-    labels = label_indices(y_orig, n)
-    names = CLASS_NAMES[lang]
-    panels = [(_t(lang, "元の画像", "originals"), original),
-              (_t(lang, "拡張後（最初のバッチ）", "augmented (first batch)"), augmented)]
+    labels = label_indices(y_orig, n, len(names)) if names else [None] * n
+    panels = [(t("figure.originals", lang), original), (t("figure.augmented", lang), augmented)]
     panels = [(title, images[:n]) for title, images in panels if images is not None]
     fig = new_figure(3.3 * len(panels), 3.7, lang, layout=None)  # fixed margins: constrained layout is slow here
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.01, top=0.93, wspace=0.08)
@@ -165,17 +158,17 @@ def learning_curves(history: dict[str, Any], lang: str) -> str | None:
         except (TypeError, ValueError):
             return None
 
-    panels = [("loss", _t(lang, "損失 (loss)", "loss")), ("accuracy", _t(lang, "正解率 (accuracy)", "accuracy"))]
+    panels = [("loss", t("figure.loss", lang)), ("accuracy", t("figure.accuracy", lang))]
     if not any(series(key) for key, _ in panels):
         return None
     fig = new_figure(7.2, 2.8, lang)
     for ax, (key, title) in zip(fig.subplots(1, 2), panels):
-        for prefix, name, style in (("", _t(lang, "訓練", "training"), "o-"), ("val_", _t(lang, "検証", "validation"), "s--")):
+        for prefix, name, style in (("", t("figure.training", lang), "o-"), ("val_", t("figure.validation", lang), "s--")):
             values = series(prefix + key)
             if values:
                 ax.plot(range(1, len(values) + 1), values, style, label=name, markersize=4)
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel(_t(lang, "エポック", "epoch"))
+        ax.set_xlabel(t("figure.epoch", lang))
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         if ax.has_data():
@@ -183,7 +176,7 @@ def learning_curves(history: dict[str, Any], lang: str) -> str | None:
     return to_data_uri(fig)
 
 
-def valid_confusion(confusion: Any, classes: int = 10) -> np.ndarray | None:
+def valid_confusion(confusion: Any, classes: int) -> np.ndarray | None:
     try:
         matrix = np.asarray(confusion, dtype=np.int64)
     except (TypeError, ValueError):
@@ -191,12 +184,12 @@ def valid_confusion(confusion: Any, classes: int = 10) -> np.ndarray | None:
     return matrix if matrix.shape == (classes, classes) and (matrix >= 0).all() and matrix.sum() > 0 else None
 
 
-def confusion_matrix(confusion: Any, lang: str) -> str | None:
+def confusion_matrix(confusion: Any, lang: str, names: Sequence[str]) -> str | None:
     """Rows = true class, columns = predicted; colour = share of the row, numbers = counts."""
-    matrix = valid_confusion(confusion)
+    matrix = valid_confusion(confusion, len(names))
     if matrix is None:
         return None
-    names = CLASS_NAMES[lang]
+    classes = len(names)
     share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     fig = new_figure(5.6, 5.0, lang)
     ax = fig.subplots()
@@ -205,36 +198,34 @@ def confusion_matrix(confusion: Any, lang: str) -> str | None:
         if count:
             ax.text(col, row, str(count), ha="center", va="center", fontsize=6.5,
                     color="white" if share[row, col] > 0.55 else "black")
-    ax.set_xticks(range(10), names, rotation=60, ha="right", fontsize=7.5)
-    ax.set_yticks(range(10), names, fontsize=7.5)
-    ax.set_xlabel(_t(lang, "予測したクラス", "predicted class"))
-    ax.set_ylabel(_t(lang, "正解のクラス", "true class"))
+    ax.set_xticks(range(classes), names, rotation=60, ha="right", fontsize=7.5)
+    ax.set_yticks(range(classes), names, fontsize=7.5)
+    ax.set_xlabel(t("figure.predicted_class", lang))
+    ax.set_ylabel(t("figure.true_class", lang))
     return to_data_uri(fig)
 
 
-def group_of(index: int) -> str:
-    return "shoes" if index in SHOES else "bag" if index in BAG else "clothes"
-
-
-def per_class_accuracy(per_class: Sequence[float], lang: str) -> str | None:
-    """Bars per class, coloured clothes / shoes / bag (the slides: shoes face left, clothes are symmetric)."""
-    if not isinstance(per_class, (list, tuple)) or len(per_class) != 10:
+def per_class_accuracy(per_class: Sequence[float], lang: str, names: Sequence[str],
+                       groups: Sequence[tuple[str, str, Sequence[int]]] = ()) -> str | None:
+    """Bars per class, coloured by the groups the slides talk about: (legend, colour, members) each
+    (課題8: clothes are symmetric, shoes always face left, bags)."""
+    if not isinstance(per_class, (list, tuple)) or len(per_class) != len(names):
         return None
-    names = CLASS_NAMES[lang]
     fig = new_figure(5.6, 4.0, lang)
     ax = fig.subplots()
-    rows = range(10)
-    ax.barh(rows, [float(v) for v in per_class], color=[GROUP_COLORS[group_of(i)] for i in rows])
-    for group, label in (("clothes", _t(lang, "衣服（左右対称）", "clothes (symmetric)")),
-                         ("shoes", _t(lang, "靴（常に左向き）", "shoes (always face left)")),
-                         ("bag", _t(lang, "バッグ", "bag"))):
-        ax.barh([0], [0], color=GROUP_COLORS[group], label=label)
+    rows = range(len(names))
+    colour = {member: color for _, color, members in groups for member in members}
+    ax.barh(rows, [float(v) for v in per_class], color=[colour.get(i, "#777777") for i in rows])
+    for legend, color, _ in groups:
+        ax.barh([0], [0], color=color, label=legend)
     ax.set_yticks(rows, names, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_xlabel(_t(lang, "クラス別正解率", "accuracy per class"))
+    ax.set_xlabel(t("figure.accuracy_per_class", lang))
     ax.grid(axis="x", alpha=0.3)
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=7, frameon=False)
+    if groups:
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=min(3, len(groups)), fontsize=7,
+                   frameon=False)
     return to_data_uri(fig)
 
 
@@ -247,8 +238,8 @@ def score_histogram(scores: Sequence[int], max_score: int, lang: str) -> str | N
     step = 5 if max_score <= 100 else max(1, max_score // 20)
     ax.hist(scores, bins=np.arange(0, max_score + step + 1, step) - step / 2, color="#3b6ea8", edgecolor="white")
     ax.set_xlim(-step, max_score + step)
-    ax.set_xlabel(_t(lang, "点数", "score"))
-    ax.set_ylabel(_t(lang, "人数", "students"))
+    ax.set_xlabel(t("figure.score", lang))
+    ax.set_ylabel(t("figure.students", lang))
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.grid(axis="y", alpha=0.3)
     return to_data_uri(fig)
@@ -270,13 +261,13 @@ def accuracy_distribution(points: Sequence[tuple[str, float]], threshold: float 
         ax.set_ylim(-0.7, len(ordered) - 0.3)
     else:
         ax.hist([a for _, a in points], bins=20, range=(0, 1), color="#3b6ea8", edgecolor="white")
-        ax.set_ylabel(_t(lang, "人数", "students"))
+        ax.set_ylabel(t("figure.students", lang))
     if threshold is not None:
-        ax.axvline(threshold, color="#b00020", linestyle="--", label=_t(lang, f"基準 {threshold:.3f}", f"threshold {threshold:.3f}"))
+        ax.axvline(threshold, color="#b00020", linestyle="--", label=t("figure.threshold", lang, value=threshold))
     if reference is not None:
-        ax.axvline(reference, color="black", linestyle=":", label=_t(lang, f"参照解 {reference:.3f}", f"reference {reference:.3f}"))
+        ax.axvline(reference, color="black", linestyle=":", label=t("figure.reference", lang, value=reference))
     ax.set_xlim(0, 1)
-    ax.set_xlabel(_t(lang, "テスト正解率（採点者側で計算）", "test accuracy (computed by the grader)"))
+    ax.set_xlabel(t("figure.test_accuracy", lang))
     ax.grid(axis="x", alpha=0.3)
     if threshold is not None or reference is not None:
         ax.legend(fontsize=7, loc="upper left")

@@ -22,24 +22,24 @@ import nbformat
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from grader.report import figures
+from grader.assignment.content import Content
 from grader.evidence.reader import Evidence
+from grader.report import figures
 from grader.report.render_notebook import RenderedNotebook, render_notebook
-from grader.results import StudentResult
+from grader.i18n import LANGS, listing, t
+from grader.results import (
+    CHECK_STATUSES, ERROR, FAIL, FLAGGED, GRADED, GRADER_ERROR, INVALID, KERNEL_DIED, MANUAL, NOT_RUN, PASS, STATUS_NAMES,
+    STUDENT_STATUSES, TIMEOUT, StudentResult,
+)
 
-STATUS_LABELS = {
-    "ja": {"pass": "合格", "fail": "不合格", "error": "エラー", "not_run": "未実行", "manual": "TA採点待ち",
-           "graded": "採点済み", "timeout": "時間切れ", "kernel_died": "カーネル停止", "invalid": "無効",
-           "grader_error": "採点システムエラー", "flagged": "確認中"},
-    "en": {"pass": "pass", "fail": "fail", "error": "error", "not_run": "not run", "manual": "manual (TA)",
-           "graded": "graded", "timeout": "timeout", "kernel_died": "kernel died", "invalid": "invalid",
-           "grader_error": "grader error", "flagged": "under review"},
-}
-STATUS_MARKS = {"pass": "✓", "fail": "✗", "error": "!", "not_run": "–", "manual": "?"}
-ATTENTION = {"error", "timeout", "kernel_died", "invalid", "grader_error", "flagged"}
+# Words for each status, by language (the catalogue's `status.*`).
+STATUS_LABELS = {lang: {status: t(f"status.{status}", lang) for status in (*CHECK_STATUSES, *STUDENT_STATUSES)}
+                 for lang in LANGS}
+STATUS_MARKS = {PASS: "✓", FAIL: "✗", ERROR: "!", NOT_RUN: "–", MANUAL: "?"}
+ATTENTION = {ERROR, TIMEOUT, KERNEL_DIED, INVALID, GRADER_ERROR, FLAGGED}
 # Flagged first: a TA must decide before the held points count (grader.judge.integrity).
-SEVERITY = {"flagged": -1, "grader_error": 0, "invalid": 1, "kernel_died": 2, "timeout": 3, "error": 4, "graded": 5}
-AUTO_FAILED = {"fail", "error", "not_run"}
+SEVERITY = {FLAGGED: -1, GRADER_ERROR: 0, INVALID: 1, KERNEL_DIED: 2, TIMEOUT: 3, ERROR: 4, GRADED: 5}
+AUTO_FAILED = {FAIL, ERROR, NOT_RUN}
 MAX_BATCH_FIGURES = 4
 
 # Sorting for the class page's table; allowed by its hash in the Content-Security-Policy.
@@ -96,7 +96,14 @@ def _environment() -> Environment:
     env.filters["acc"] = lambda v: "—" if v is None else f"{v:.3f}"
     env.filters["when"] = _when
     env.globals["late_text"] = late_text
+    env.globals["S"] = STATUS_NAMES
+    env.globals["t"] = t  # {{ t('page.…', lang) }}: the page's words come from the catalogue too
     return env
+
+
+def render_page(template: str, **context: Any) -> str:
+    """One of the report templates rendered (other pages, such as similarity pairs, share the look)."""
+    return _environment().get_template(template).render(**context)
 
 
 def _when(iso: str) -> str:
@@ -107,57 +114,51 @@ def _when(iso: str) -> str:
     return moment.strftime("%Y-%m-%d %H:%M ") + (moment.tzname() or "")
 
 
-def _t(ja: bool, ja_text: str, en_text: str) -> str:
-    return ja_text if ja else en_text
-
-
-def late_text(result: StudentResult, ja: bool) -> str:
+def late_text(result: StudentResult, lang: str) -> str:
     """"期限後（2 時間 5 分）" for a late submission, "" otherwise (lateness comes from `grader pull`)."""
     if not result.late:
         return ""
     seconds = (result.submission or {}).get("late_by_s")
     if not isinstance(seconds, int):  # Canvas marked it late; no deadline was given to pull
-        return _t(ja, "期限後（LMS の記録）", "late (as the LMS recorded)")
+        return t("late.lms", lang)
     days, rest = divmod(max(seconds, 60), 86400)
     hours, minutes = rest // 3600, rest % 3600 // 60
-    if ja:
-        parts = [f"{days} 日" if days else "", f"{hours} 時間" if hours else "", f"{minutes} 分" if minutes and not days else ""]
-        return "期限後（" + " ".join(p for p in parts if p) + "）"
-    parts = [f"{days} d" if days else "", f"{hours} h" if hours else "", f"{minutes} min" if minutes and not days else ""]
-    return "late by " + " ".join(p for p in parts if p)
+    parts = [t("late.days", lang, n=days) if days else "", t("late.hours", lang, n=hours) if hours else "",
+             t("late.minutes", lang, n=minutes) if minutes and not days else ""]
+    return t("late.by", lang, duration=" ".join(p for p in parts if p))
 
 
 # ---------------------------------------------------------------- per student
-def write_student_report(result: StudentResult, out_dir: Path) -> Path:
+def write_student_report(result: StudentResult, out_dir: Path, content: Content | None = None) -> Path:
     """result.json and report.html for one student; returns the report path.
 
-    Figures and the rendered notebook are read from `out_dir` (evidence/, executed.ipynb).
+    Figures and the rendered notebook are read from `out_dir` (evidence/, executed.ipynb); class
+    names and the slides' commentary from the assignment's `content` (assignments/<id>/content.toml).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "result.json").write_text(json.dumps(result.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
     path = out_dir / "report.html"
-    path.write_text(render_student_report(result, out_dir), encoding="utf-8")
+    path.write_text(render_student_report(result, out_dir, content or Content()), encoding="utf-8")
     return path
 
 
-def render_student_report(result: StudentResult, folder: Path) -> str:
-    ja = result.lang != "en"
+def render_student_report(result: StudentResult, folder: Path, content: Content) -> str:
     evidence = Evidence.load(folder / "evidence") if (folder / "evidence").is_dir() else None
     notebook = read_executed(folder / "executed.ipynb")
     cells = cell_links(notebook)
-    stopped = result.status in ("timeout", "kernel_died")
+    stopped = result.status in (TIMEOUT, KERNEL_DIED)
     rendered = render_notebook(notebook, result.lang, stopped=stopped) if notebook is not None else None
     fig_lang = figures.label_lang(result.lang)
     return _environment().get_template("report.html.j2").render(
-        r=result, ja=ja, labels=STATUS_LABELS[result.lang], marks=STATUS_MARKS, csp=csp(),
+        r=result, labels=STATUS_LABELS[result.lang], marks=STATUS_MARKS, csp=csp(),
         verdict=verdict_line(result), budget_line=budget_line(result), fit_budget=training_fit_budget(result),
-        batches=batch_pictures(evidence, fig_lang, ja, cells) if evidence else [],
-        curves=curve_picture(evidence, result, fig_lang, ja) if evidence else None,
-        test=test_pictures(result, fig_lang, ja),
-        notebook=rendered, notes=[*result.notes, *render_notes(rendered, result, ja)],
+        batches=batch_pictures(evidence, fig_lang, result.lang, cells, content) if evidence else [],
+        curves=curve_picture(evidence, result, fig_lang, content) if evidence else None,
+        test=test_pictures(result, fig_lang, content), dataset=content.dataset, lang=result.lang,
+        notebook=rendered, notes=[*result.notes, *render_notes(rendered, result)],
         kernel_log=(folder / "kernel.log").is_file(),
         has_notebook=(folder / "executed.ipynb").is_file(),
-        auto_checks=[c for c in result.checks if c.status != "manual"],
+        auto_checks=[c for c in result.checks if c.status != MANUAL],
     )
 
 
@@ -180,27 +181,25 @@ def cell_links(notebook: Any) -> dict[int, int]:
 
 def verdict_line(result: StudentResult) -> str:
     """One sentence at the top: what happened and what to do first."""
-    ja = result.lang != "en"
+    lang = result.lang
     failed = [c.title or c.id for c in result.checks if c.status in AUTO_FAILED]
-    manual = [c.title or c.id for c in result.checks if c.status == "manual"]
-    if result.status == "invalid":
-        return _t(ja, f"ノートブックを読み込めないため採点できませんでした。{result.message}",
-                  f"The notebook could not be read, so it was not graded. {result.message}")
-    if result.status == "grader_error":
-        return _t(ja, "採点システム側の問題で採点できませんでした。TA に連絡してください。",
-                  "The grader failed on this notebook; please contact a TA.")
-    if result.status == "flagged":  # the student learns only that it is under review, never why
+    manual = [c.title or c.id for c in result.checks if c.status == MANUAL]
+    if result.status == INVALID:
+        return t("verdict.invalid", lang, message=result.message)
+    if result.status == GRADER_ERROR:
+        return t("verdict.grader_error", lang)
+    if result.status == FLAGGED:  # the student learns only that it is under review, never why
         return result.message
     parts = [result.message] if result.status in ATTENTION and result.message else []
     if result.status in ATTENTION:
-        parts.append(_t(ja, "まず印の付いたセルを直してください。", "Fix the marked cell first."))
+        parts.append(t("verdict.fix_marked_cell", lang))
     if failed:
-        parts.append(_t(ja, f"自動チェック {len(failed)} 件が未達成：{'、'.join(failed[:4])}{' ほか' if len(failed) > 4 else ''}。",
-                        f"{len(failed)} automatic checks not met: {', '.join(failed[:4])}{' …' if len(failed) > 4 else ''}."))
+        parts.append(t("verdict.not_met", lang, count=len(failed), listed=listing(failed[:4], lang),
+                       more=t("list.more", lang) if len(failed) > 4 else ""))
     else:
-        parts.append(_t(ja, "自動チェックはすべて合格です。", "All automatic checks passed."))
+        parts.append(t("verdict.all_passed", lang))
     if manual:
-        parts.append(_t(ja, f"TA の採点待ち：{'、'.join(manual)}。", f"Waiting for a TA: {', '.join(manual)}."))
+        parts.append(t("verdict.waiting_for_ta", lang, listed=listing(manual, lang)))
     return " ".join(parts)
 
 
@@ -212,7 +211,7 @@ def training_fit_budget(result: StudentResult) -> dict[str, Any] | None:
 
 def budget_line(result: StudentResult) -> str:
     """e.g. "standard: 2 / 50 エポック, 150 / 750 ステップ" (effective / as written in the notebook)."""
-    ja = result.lang != "en"
+    lang = result.lang
     name = result.execution.get("budget") or result.budget.get("name", "")
     fit = training_fit_budget(result)
     if fit is None:
@@ -222,8 +221,8 @@ def budget_line(result: StudentResult) -> str:
     def pair(effective: Any, requested: Any) -> str:
         return f"{effective if effective is not None else '?'} / {requested if requested is not None else '?'}"
 
-    return (f"{name}: {pair(fit.get('effective_epochs'), fit.get('requested_epochs'))} {_t(ja, 'エポック', 'epochs')}, "
-            f"{pair(fit.get('effective_steps'), steps)} {_t(ja, 'ステップ', 'steps')}")
+    return (f"{name}: {pair(fit.get('effective_epochs'), fit.get('requested_epochs'))} {t('unit.epochs', lang)}, "
+            f"{pair(fit.get('effective_steps'), steps)} {t('unit.steps', lang)}")
 
 
 def describe_datagen(evidence: Evidence, number: Any) -> str:
@@ -232,30 +231,30 @@ def describe_datagen(evidence: Evidence, number: Any) -> str:
     return f"ImageDataGenerator({shown})"
 
 
-def batch_pictures(evidence: Evidence, fig_lang: str, ja: bool, cells: dict[int, int]) -> list[Picture]:
+def batch_pictures(evidence: Evidence, fig_lang: str, lang: str, cells: dict[int, int], content: Content) -> list[Picture]:
     """Each generator's first batch (as a 4×4 grid) beside the images it came from."""
+    names = content.class_names(fig_lang, content.size)
     pictures = []
     for batch in evidence.of("batch"):
         if len(pictures) >= MAX_BATCH_FIGURES:
             break
         arrays = evidence.arrays(batch.get("file"))
-        uri = figures.batch_grid(arrays.get("x"), arrays.get("x_orig"), arrays.get("y_orig"), fig_lang) if arrays else None
+        uri = figures.batch_grid(arrays.get("x"), arrays.get("x_orig"), arrays.get("y_orig"), fig_lang, names) if arrays else None
         if uri is None:
             continue
         flow = evidence.flow(batch.get("flow")) or {}
-        where = f" · {_t(ja, 'セル', 'cell')} [{batch.get('cell')}]" if batch.get("cell") else ""
+        where = f" · {t('unit.cell', lang)} [{batch.get('cell')}]" if batch.get("cell") else ""
         size = flow.get("batch_size")
         pictures.append(Picture(
             title=f"flow #{batch.get('flow')} — {describe_datagen(evidence, flow.get('datagen'))}{where}",
             uri=uri,
-            caption=_t(ja, f"左：flow() に渡した元の画像、右：最初のバッチ（batch_size={size}、先頭 16 枚）。文字は元のラベル。",
-                       f"Left: the images given to flow(); right: the first batch (batch_size={size}, first 16). Labels are the originals'."),
+            caption=t("caption.batch", lang, size=size),
             cell=cells.get(batch.get("cell")),
         ))
     return pictures
 
 
-def curve_picture(evidence: Evidence, result: StudentResult, fig_lang: str, ja: bool) -> Picture | None:
+def curve_picture(evidence: Evidence, result: StudentResult, fig_lang: str, content: Content) -> Picture | None:
     fit = (result.evaluation or {}).get("fit")
     if fit is None:
         fit = (evidence.training_fit() or {}).get("fit")
@@ -263,13 +262,12 @@ def curve_picture(evidence: Evidence, result: StudentResult, fig_lang: str, ja: 
     uri = figures.learning_curves(history, fig_lang) if history else None
     if uri is None:
         return None
-    caption = _t(ja, f"model.fit #{fit} の記録（{budget_line(result)}）。", f"Recorded from model.fit #{fit} ({budget_line(result)}).")
+    caption = t("caption.curves", result.lang, fit=fit, budget=budget_line(result))
     acc, val = history.get("accuracy") or [None], history.get("val_accuracy") or [None]
     if (augmented_fit(evidence, fit) and isinstance(acc[-1], (int, float)) and isinstance(val[-1], (int, float))
-            and val[-1] > acc[-1]):
-        caption += _t(ja, " 検証の正解率が訓練より高いのは、訓練データだけが拡張（回転・反転）されて難しくなっているためです。",
-                      " Validation accuracy is above training accuracy because only the training images are augmented.")
-    return Picture(_t(ja, "学習曲線", "Learning curves"), uri, caption)
+            and val[-1] > acc[-1] and content.comment("augmented_validation", result.lang)):
+        caption += " " + content.comment("augmented_validation", result.lang)
+    return Picture(t("title.curves", result.lang), uri, caption)
 
 
 def augmented_fit(evidence: Evidence, fit_number: Any) -> bool:
@@ -280,50 +278,49 @@ def augmented_fit(evidence: Evidence, fit_number: Any) -> bool:
     return bool(flow and any((evidence.datagen(flow.get("datagen")) or {}).get("params", {}).values()))
 
 
-def test_pictures(result: StudentResult, fig_lang: str, ja: bool) -> dict[str, Any] | None:
+def test_pictures(result: StudentResult, fig_lang: str, content: Content) -> dict[str, Any] | None:
     """Confusion matrix and per-class accuracy on the grader's test set, with the slides' point."""
     evaluation = result.evaluation or {}
-    matrix = figures.valid_confusion(evaluation.get("confusion"))
     per_class = evaluation.get("per_class") or []
-    if matrix is None or len(per_class) != 10:
+    classes = len(per_class)
+    matrix = figures.valid_confusion(evaluation.get("confusion"), classes) if classes else None
+    if matrix is None:
         return None
-    names = figures.CLASS_NAMES["ja" if ja else "en"]
-    means = {group: statistics.fmean(per_class[i] for i in members)
-             for group, members in (("shoes", figures.SHOES), ("clothes", figures.CLOTHES), ("bag", figures.BAG))}
+    lang = result.lang
+    names = content.class_names(lang, classes)
+    means = [(g.name.get(lang), statistics.fmean(per_class[i] for i in g.members if i < classes))
+             for g in content.groups if any(i < classes for i in g.members)]
     off = matrix.copy()
-    for i in range(10):
+    for i in range(classes):
         off[i, i] = 0
-    true, predicted = divmod(int(off.argmax()), 10)
-    confusion_note = _t(ja, f"いちばん多い間違い：{names[true]} を {names[predicted]} と予測（{off[true, predicted]} 枚）。",
-                        f"Most frequent mistake: {names[true]} predicted as {names[predicted]} ({off[true, predicted]} images).")
-    slides = _t(ja, "スライドのとおり、Fashion-MNIST の靴は常に左向き、衣服はほぼ左右対称です。上下反転や 90° 回転で拡張すると、"
-                    "テストには現れない向きの画像で学習することになり、テスト正解率が下がることがあります。",
-                "As the slides point out, shoes in Fashion-MNIST always face left and clothes are symmetric: vertical flips "
-                "and 90° rotations teach orientations the test set never shows, which can lower test accuracy.")
-    groups = _t(ja, f"このモデルのクラス別正解率の平均：衣服 {means['clothes']:.2f}、靴 {means['shoes']:.2f}、バッグ {means['bag']:.2f}。",
-                f"Mean per-class accuracy of this model: clothes {means['clothes']:.2f}, shoes {means['shoes']:.2f}, bag {means['bag']:.2f}.")
+    true, predicted = divmod(int(off.argmax()), classes)
+    confusion_note = t("caption.most_frequent_mistake", lang, true=names[true], predicted=names[predicted],
+                       count=off[true, predicted])
+    groups = t("caption.group_means", lang, listed=listing([f"{name} {mean:.2f}" for name, mean in means], lang)) \
+        if means else ""
+    legend = [(g.legend.get(fig_lang), g.color, g.members) for g in content.groups]
     return {
         "accuracy": evaluation.get("accuracy"),
         "n": int(matrix.sum()),
-        "confusion": Picture(_t(ja, "混同行列", "Confusion matrix"), figures.confusion_matrix(matrix, fig_lang), confusion_note),
-        "per_class": Picture(_t(ja, "クラス別正解率", "Accuracy per class"),
-                             figures.per_class_accuracy(per_class, fig_lang), groups),
-        "slides": slides,
+        "confusion": Picture(t("title.confusion", lang),
+                             figures.confusion_matrix(matrix, fig_lang, content.class_names(fig_lang, classes)),
+                             confusion_note),
+        "per_class": Picture(t("title.per_class", lang),
+                             figures.per_class_accuracy(per_class, fig_lang, content.class_names(fig_lang, classes),
+                                                        legend), groups),
+        "slides": content.comment("test_set", lang),
     }
 
 
-def render_notes(rendered: RenderedNotebook | None, result: StudentResult, ja: bool) -> list[str]:
+def render_notes(rendered: RenderedNotebook | None, result: StudentResult) -> list[str]:
     notes = []
     cut = sorted(set(result.execution.get("truncated_cells") or []) | set(rendered.truncated_cells if rendered else []))
     if cut:
-        notes.append(_t(ja, f"出力が大きすぎるため、{len(cut)} 個のセルの出力を省略しました。",
-                        f"Output of {len(cut)} cells was truncated (too large)."))
+        notes.append(t("note.cells_truncated", result.lang, count=len(cut)))
     if rendered and rendered.dropped:
-        notes.append(_t(ja, f"安全のため表示していない出力：{', '.join(rendered.dropped)}",
-                        f"Outputs not shown for safety: {', '.join(rendered.dropped)}"))
+        notes.append(t("note.outputs_dropped", result.lang, types=", ".join(rendered.dropped)))
     if rendered and rendered.stopped_at is not None:
-        notes.append(_t(ja, "実行はセルの途中で止まりました。それ以降のセルは採点時に実行されていません（出力は表示しません）。",
-                        "The run stopped inside a cell; later cells did not run during grading (their outputs are not shown)."))
+        notes.append(t("note.stopped_inside_cell", result.lang))
     return notes
 
 
@@ -344,7 +341,6 @@ def write_class_outputs(results: Iterable[StudentResult], out_dir: Path, *, lang
 
 def render_class_page(results: list[StudentResult], *, lang: str, title: str, budget_summary: str,
                       similarity: dict[str, Any] | None = None, refused: list[tuple[str, str]] = ()) -> str:
-    ja = lang != "en"
     fig_lang = figures.label_lang(lang)
     checks = results[0].checks if results else []
     reference = next((r.reference for r in results if r.reference), {})
@@ -353,9 +349,9 @@ def render_class_page(results: list[StudentResult], *, lang: str, title: str, bu
     max_score = results[0].max_score if results else 0
     scores = [r.score for r in results]
     return _environment().get_template("index.html.j2").render(
-        results=results, ja=ja, labels=STATUS_LABELS[lang], marks=STATUS_MARKS, title=title,
+        results=results, labels=STATUS_LABELS[lang], marks=STATUS_MARKS, title=title,
         budget_summary=budget_summary, csp=csp(SORT_SCRIPT), sort_script=Markup(SORT_SCRIPT),
-        attention=attention_list(results, ja), checks=checks, rates=pass_rates(results),
+        attention=attention_list(results, lang), lang=lang, checks=checks, rates=pass_rates(results),
         threshold=threshold, reference_accuracy=ref_accuracy, max_score=max_score,
         accuracy_of=accuracy_of, below=lambda r: below_threshold(r, threshold),
         no_accuracy=[r.student for r in results if accuracy_of(r) is None],
@@ -387,40 +383,37 @@ def needs_attention(result: StudentResult) -> bool:
     return result.status in ATTENTION or result.pending_manual > 0 or result.late
 
 
-def attention_list(results: list[StudentResult], ja: bool) -> list[dict[str, Any]]:
+def attention_list(results: list[StudentResult], lang: str) -> list[dict[str, Any]]:
     """Who needs help and why, most urgent first: broken runs, then failed checks, then TA work."""
     entries = []
     for r in results:
         if not needs_attention(r):
             continue
         failed = [c.title or c.id for c in r.checks if c.status in AUTO_FAILED]
-        manual = [c.title or c.id for c in r.checks if c.status == "manual"]
+        manual = [c.title or c.id for c in r.checks if c.status == MANUAL]
         reasons = []
-        if r.status == "flagged":
-            reasons += flagged_reasons(r, ja)
+        if r.status == FLAGGED:
+            reasons += flagged_reasons(r, lang)
         elif r.status in ATTENTION:
-            reasons.append(r.message or STATUS_LABELS["ja" if ja else "en"][r.status])
-        if failed and r.status not in ("invalid", "grader_error"):
-            reasons.append(_t(ja, f"未達成 {len(failed)} 件：", f"{len(failed)} not met: ") + _t(ja, "、", ", ").join(failed))
+            reasons.append(r.message or t(f"status.{r.status}", lang))
+        if failed and r.status not in (INVALID, GRADER_ERROR):
+            reasons.append(t("attention.not_met", lang, count=len(failed), listed=listing(failed, lang)))
         if r.late:
-            reasons.append(late_text(r, ja) + _t(ja, f" — 提出 {_when(r.submission.get('submitted_at'))}",
-                                                  f" — handed in {_when(r.submission.get('submitted_at'))}"))
+            reasons.append(late_text(r, lang) + t("attention.handed_in", lang,
+                                                  when=_when((r.submission or {}).get("submitted_at"))))
         entries.append({"r": r, "reasons": reasons, "manual": manual, "urgent": r.status in ATTENTION,
                         "order": (SEVERITY.get(r.status, 5), -len(failed), r.student)})
     return sorted(entries, key=lambda e: e["order"])
 
 
-def flagged_reasons(result: StudentResult, ja: bool) -> list[str]:
+def flagged_reasons(result: StudentResult, lang: str) -> list[str]:
     """For the TA (class page): what was found, and what is held until someone decides."""
     integrity = result.integrity or {}
     findings = integrity.get("findings") or []
-    lines = [_t(ja, f"不正の疑い（所見 {len(findings)} 件、自動採点 {integrity.get('held_points', 0)} 点を保留）："
-                    "レビュー画面で承認または却下してください",
-                f"possible tampering ({len(findings)} findings, {integrity.get('held_points', 0)} automatic points "
-                "held): accept or reject it in the review app")]
+    lines = [t("attention.flagged", lang, count=len(findings), held=integrity.get("held_points", 0))]
     lines += [f"· {f.get('message', f.get('id', ''))}"[:300] for f in findings[:4]]
     if len(findings) > 4:
-        lines.append(_t(ja, f"· ほか {len(findings) - 4} 件", f"· {len(findings) - 4} more"))
+        lines.append(t("attention.more_findings", lang, count=len(findings) - 4))
     return lines
 
 
@@ -452,7 +445,7 @@ def write_grades_csv(results: list[StudentResult], path: Path) -> None:
                          "submitted_at", "late", "late_by_minutes"])
         for r in results:
             by_id = {c.id: c for c in r.checks}
-            cells = [("" if i not in by_id else "manual" if by_id[i].status == "manual" else by_id[i].points)
+            cells = [("" if i not in by_id else MANUAL if by_id[i].status == MANUAL else by_id[i].points)
                      for i in check_ids]
             accuracy = accuracy_of(r)
             writer.writerow([_csv_safe(r.student), r.status, r.score, r.max_score, *cells, _csv_safe(r.message),

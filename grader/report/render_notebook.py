@@ -20,6 +20,8 @@ import nh3
 from markdown_it import MarkdownIt
 from PIL import Image, UnidentifiedImageError
 
+from grader.i18n import t
+
 MAX_CELLS = 300
 MAX_SOURCE_CHARS = 20_000
 MAX_TEXT_PER_CELL = 6_000  # characters of text output shown per cell
@@ -161,11 +163,8 @@ class RenderedNotebook:
 
 class NotebookRenderer:
     def __init__(self, lang: str = "ja") -> None:
-        self.ja = lang != "en"
+        self.lang = lang
         self.image_bytes_left = MAX_IMAGE_TOTAL
-
-    def t(self, ja: str, en: str) -> str:
-        return ja if self.ja else en
 
     def render(self, nb: Any, *, stopped: bool = False) -> RenderedNotebook:
         """`stopped`: the run ended early (timeout, dead kernel); cells after the last one started did not run."""
@@ -176,7 +175,7 @@ class NotebookRenderer:
         for index, cell in enumerate(cells[:MAX_CELLS]):
             parts.append(self.cell(index, cell, result, stopped=stopped))
         if len(cells) > MAX_CELLS:
-            parts.append(f'<p class="truncated">{escape(self.t(f"残り {len(cells) - MAX_CELLS} セルは省略しました。", f"{len(cells) - MAX_CELLS} more cells not shown."))}</p>')
+            parts.append(f'<p class="truncated">{escape(t("notebook.more_cells", self.lang, count=len(cells) - MAX_CELLS))}</p>')
         result.html = "\n".join(parts)
         return result
 
@@ -200,16 +199,16 @@ class NotebookRenderer:
         if failed:
             result.failed_cells.append(index)
             classes.append("failed")
-            badge = f'<span class="badge error">{self.t("エラー", "error")}</span>'
+            badge = f'<span class="badge error">{t("notebook.error", self.lang)}</span>'
         elif index == result.stopped_at:
             classes.append("failed")
-            badge = f'<span class="badge error">{self.t("ここで停止", "stopped here")}</span>'
+            badge = f'<span class="badge error">{t("notebook.stopped_here", self.lang)}</span>'
         elif not_run:
             classes.append("not-run")
-            badge = f'<span class="badge">{self.t("未実行", "not run")}</span>'
+            badge = f'<span class="badge">{t("notebook.not_run", self.lang)}</span>'
         if budget.truncated:
             result.truncated_cells.append(index)
-            outputs.append(f'<p class="truncated">{self.t("…出力を省略しました", "…output truncated")}</p>')
+            outputs.append(f'<p class="truncated">{t("notebook.output_truncated", self.lang)}</p>')
         prompt = f"[{count}]" if count else "[ ]"
         body = "".join(o for o in outputs if o)
         return (f'<div class="{" ".join(classes)}" id="cell-{index}"><div class="prompt">{prompt} {badge}</div>'

@@ -8,7 +8,7 @@ manual points + comment, overrides with a reason, the review history) and the ge
 (report.html, index.html, grades.csv) under /files/. A flagged submission (grader.judge.integrity) shows its
 findings and a form to accept or reject it with a reason (POST /student/<id>/integrity).
 Every change is written to the gradebook
-(manual_scores; overrides and review_log via grader.review.store) and the student's report,
+(manual_scores; overrides, integrity decisions and review_log via grader.gradebook.reviews) and the student's report,
 index.html and grades.csv are regenerated at once.
 
 Nothing a student wrote can drive the app (notebook outputs and evidence are the student's):
@@ -26,19 +26,25 @@ from __future__ import annotations
 import hmac
 import math
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flask import Flask, abort, redirect, render_template, request, send_from_directory, url_for
 from werkzeug.serving import make_server
 
+from grader.assignment import student_ids
+from grader.assignment.spec import AssignmentSpec, CheckSpec, load_spec
+from grader.gradebook.final import Reviews
+from grader.gradebook.publish import republish
+from grader.gradebook.reviews import INTEGRITY_DECISIONS, ReviewStore
 from grader.gradebook.store import Gradebook
-from grader.gradebook.manifest import read_manifest
-from grader import student_ids
+from grader.i18n import t
 from grader.report.pages import SORT_SCRIPT, STATUS_LABELS, STATUS_MARKS, late_text
 from grader.report.pages import csp as report_csp
-from grader.review.store import ReviewStore, final_result, republish
-from grader.assignment.spec import load_spec
+from grader.results import STATUS_NAMES, CheckResult, StudentResult
 
+LANG = "ja"  # the review app is Japanese (shared templates and the catalogue ask for a language)
 COOKIE = "grader_review_token"
 REVIEWER_COOKIE = "grader_reviewer"
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
@@ -50,10 +56,22 @@ FILES_CSP = f"{report_csp(SORT_SCRIPT)}; frame-ancestors 'none'"
 
 def create_app(*, out: Path, project_root: Path, assignment: str, token: str, reviewer: str = "") -> Flask:
     spec = load_spec(project_root, assignment)
-    checks = {c.id: c for c in spec.checks}
     app = Flask(__name__, template_folder=str(Path(__file__).parent.parent / "report" / "templates"))
     app.jinja_env.autoescape = True  # .j2 templates are not autoescaped by Flask's default rule
     app.jinja_env.globals["late_text"] = late_text
+    app.jinja_env.globals["S"] = STATUS_NAMES
+    app.jinja_env.globals["t"] = t
+    app.jinja_env.globals["lang"] = LANG
+    guard(app, token)
+    review = ClassReview(out=out, project_root=project_root, assignment=assignment, spec=spec)
+    reading_pages(app, review, token=token, reviewer=reviewer)
+    saving_page(app, review, token=token)
+    integrity_page(app, review, token=token)
+    return app
+
+
+def guard(app: Flask, token: str) -> None:
+    """Every request needs the token (query string or cookie; POSTs also in the form); safe headers."""
 
     def authorised() -> bool:
         given = request.args.get("token") or request.cookies.get(COOKIE) or ""
@@ -87,41 +105,77 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
         response.headers["Content-Security-Policy"] = FILES_CSP if request.path.startswith("/files/") else CSP
         return response
 
-    def load():
-        """Everyone's final result (manual scores and overrides applied), from the gradebook."""
-        with Gradebook.open(out) as book, ReviewStore(out) as store:
-            manual, overrides = book.manual_scores(spec.id), store.overrides(spec.id)
-            decisions = store.integrity_decisions(spec.id)
+
+@dataclass(frozen=True)
+class ClassReview:
+    """The graded class a review app serves: where it is and its spec."""
+
+    out: Path
+    project_root: Path
+    assignment: str
+    spec: AssignmentSpec
+
+    def load(self) -> dict[str, StudentResult]:
+        """Everyone's final result (held while flagged, manual scores and overrides applied), from the gradebook."""
+        out, spec = self.out, self.spec
+        reviews = Reviews.load(out, spec.id)
+        with Gradebook.open(out) as book:
             current = book.submissions(spec.id)
-            handed_in = read_manifest(out)
-            return {name: final_result(row.result, manual.get(name), overrides.get(name), handed_in.get(name),
-                                       decisions.get(name))
-                    for name, row in book.results(spec.id).items() if not current or name in current}
+            return {name: reviews.final(row.result) for name, row in book.results(spec.id).items()
+                    if not current or name in current}
+
+    def automatic(self, student: str) -> dict[str, CheckResult]:
+        with Gradebook.open(self.out) as book:
+            row = book.result(self.spec.id, student)
+            return {c.id: c for c in row.result.checks} if row else {}
+
+    def student_page(self, student: str, results: dict[str, StudentResult], *, token: str, reviewer: str,
+                     errors: list[str], saved: str | None = None) -> str:
+        """One student's page: checks, findings, the 考察, manual points, overrides and the history."""
+        with Gradebook.open(self.out) as book, ReviewStore(self.out) as store:
+            manual = book.manual_scores(self.spec.id).get(student, {})
+            history = store.history(self.spec.id, student)
+        return render_template("review_student.html.j2", ja=True, r=results[student], auto=self.automatic(student),
+                               manual=manual, history=history, labels=STATUS_LABELS[LANG], marks=STATUS_MARKS,
+                               token=token, reviewer=reviewer, errors=errors, saved=saved,
+                               title=self.spec.title.get(LANG))
+
+
+def reading_pages(app: Flask, review: ClassReview, *, token: str, reviewer: str) -> None:
+    """The class list (flagged submissions first), one student, and the generated files."""
+    out, spec, load = review.out, review.spec, review.load
 
     @app.get("/")
     def index():
         results = sorted(load().values(), key=lambda r: (not r.flagged, r.student))  # flagged first
-        return render_template("review_index.html.j2", ja=True, results=results, labels=STATUS_LABELS["ja"],
-                               title=spec.title.get("ja"), token=token)
+        return render_template("review_index.html.j2", ja=True, results=results, labels=STATUS_LABELS[LANG],
+                               title=spec.title.get(LANG), token=token)
 
     @app.get("/student/<student>")
     def student(student: str):
         results = load()
         if student not in results:
             abort(404)
-        with Gradebook.open(out) as book, ReviewStore(out) as store:
-            manual = book.manual_scores(spec.id).get(student, {})
-            history = store.history(spec.id, student)
-        automatic = _automatic(student)
-        return render_template("review_student.html.j2", ja=True, r=results[student], auto=automatic, manual=manual,
-                               history=history, labels=STATUS_LABELS["ja"], marks=STATUS_MARKS, token=token,
-                               reviewer=request.cookies.get(REVIEWER_COOKIE) or reviewer,
-                               errors=[], saved=request.args.get("saved"), title=spec.title.get("ja"))
+        return review.student_page(student, results, token=token,
+                                    reviewer=request.cookies.get(REVIEWER_COOKIE) or reviewer, errors=[],
+                                    saved=request.args.get("saved"))
 
-    def _automatic(student: str):
-        with Gradebook.open(out) as book:
-            row = book.result(spec.id, student)
-            return {c.id: c for c in row.result.checks} if row else {}
+    @app.get("/files/<path:name>")
+    def files(name: str):
+        """Only files the grader generated: its HTML pages inline (sanitized, under FILES_CSP), a few
+        data files as downloads. Nothing a notebook wrote (evidence, outputs) is served at all."""
+        kind = served_kind(name)
+        if kind is None:
+            abort(404)
+        mimetype, inline = kind
+        return send_from_directory(out, name, mimetype=mimetype, as_attachment=not inline)
+
+
+def saving_page(app: Flask, review: ClassReview, *, token: str) -> None:
+    """A TA's manual points and overrides, written to the gradebook and republished at once."""
+    out, spec, load, _automatic = review.out, review.spec, review.load, review.automatic
+    project_root, assignment = review.project_root, review.assignment
+    checks = {c.id: c for c in spec.checks}
 
     @app.post("/student/<student>")
     def save(student: str):
@@ -130,42 +184,11 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
             abort(404)
         form = request.form
         name = form.get("reviewer", "").strip()
-        errors: list[str] = []
-        manual_changes, override_changes = [], []
-        automatic = _automatic(student)
-        for check_id, check in checks.items():
-            if check_id not in automatic:
-                continue
-            raw = form.get(f"manual_points__{check_id}", "").strip()
-            if raw != "":
-                points, problem = parse_points(raw, check.points)
-                if problem:
-                    errors.append(f"{check_id}: {problem}")
-                else:
-                    manual_changes.append((check_id, points, form.get(f"manual_comment__{check_id}", "").strip()))
-            if form.get(f"override_clear__{check_id}"):
-                override_changes.append((check_id, None, ""))
-                continue
-            raw = form.get(f"override_points__{check_id}", "").strip()
-            reason = form.get(f"override_reason__{check_id}", "").strip()
-            if raw != "" or reason:
-                points, problem = parse_points(raw, check.points)
-                if problem:
-                    errors.append(f"{check_id}: 上書きの{problem}")
-                    continue
-                if not reason:
-                    errors.append(f"{check_id}: 上書きには理由が必要です")
-                    continue
-                override_changes.append((check_id, points, reason))
+        manual_changes, override_changes, errors = form_changes(form, checks, _automatic(student))
         if (manual_changes or override_changes) and not name:
-            errors.append("採点者の名前を入力してください")
+            errors.append(t("review.reviewer_missing", LANG))
         if errors:
-            with Gradebook.open(out) as book, ReviewStore(out) as store:
-                manual = book.manual_scores(spec.id).get(student, {})
-                history = store.history(spec.id, student)
-            return render_template("review_student.html.j2", ja=True, r=results[student], auto=automatic, manual=manual,
-                                   history=history, labels=STATUS_LABELS["ja"], marks=STATUS_MARKS, token=token,
-                                   reviewer=name, errors=errors, saved=None, title=spec.title.get("ja")), 400
+            return review.student_page(student, results, token=token, reviewer=name, errors=errors), 400
         with Gradebook.open(out) as book, ReviewStore(out) as store:
             for check_id, points, comment in manual_changes:
                 book.set_manual_score(spec.id, student, check_id, points, comment=comment, scorer=name)
@@ -181,6 +204,11 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
             response.set_cookie(REVIEWER_COOKIE, name, httponly=True, samesite="Strict")
         return response
 
+
+def integrity_page(app: Flask, review: ClassReview, *, token: str) -> None:
+    """A TA's decision on a flagged submission (grader.judge.integrity), with a reason, republished at once."""
+    out, spec, load = review.out, review.spec, review.load
+
     @app.post("/student/<student>/integrity")
     def decide_integrity(student: str):
         """Accept (the automatic points count again) or reject (they stay held) a flagged submission."""
@@ -190,37 +218,51 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
         form = request.form
         name, reason, decision = (form.get("reviewer", "").strip(), form.get("integrity_reason", "").strip(),
                                   form.get("integrity_decision", ""))
-        errors = [text for missing, text in ((decision not in ("accepted", "rejected"), "承認か却下を選んでください"),
-                                             (not reason, "判断の理由を入力してください"),
-                                             (not name, "採点者の名前を入力してください")) if missing]
+        errors = [t(key, LANG) for missing, key in ((decision not in INTEGRITY_DECISIONS, "review.choose_a_decision"),
+                                                    (not reason, "review.decision_needs_a_reason"),
+                                                    (not name, "review.reviewer_missing")) if missing]
         if errors:
-            with Gradebook.open(out) as book, ReviewStore(out) as store:
-                manual = book.manual_scores(spec.id).get(student, {})
-                history = store.history(spec.id, student)
-            return render_template("review_student.html.j2", ja=True, r=results[student], auto=_automatic(student),
-                                   manual=manual, history=history, labels=STATUS_LABELS["ja"], marks=STATUS_MARKS,
-                                   token=token, reviewer=name, errors=errors, saved=None,
-                                   title=spec.title.get("ja")), 400
+            return review.student_page(student, results, token=token, reviewer=name, errors=errors), 400
         with ReviewStore(out) as store:
             store.set_integrity_decision(spec.id, student, key=results[student].integrity["key"], decision=decision,
                                          reason=reason, reviewer=name)
-        republish(out, project_root, assignment, [student])
+        republish(out, review.project_root, review.assignment, [student])
         response = redirect(url_for("student", student=student, saved=1))
         response.set_cookie(REVIEWER_COOKIE, name, httponly=True, samesite="Strict")
         return response
 
-    @app.get("/files/<path:name>")
-    def files(name: str):
-        """Only files the grader generated: its HTML pages inline (sanitized, under FILES_CSP), a few
-        data files as downloads. Nothing a notebook wrote (evidence, outputs) is served at all."""
-        kind = served_kind(name)
-        if kind is None:
-            abort(404)
-        mimetype, inline = kind
-        response = send_from_directory(out, name, mimetype=mimetype, as_attachment=not inline)
-        return response
 
-    return app
+def form_changes(form: Any, checks: dict[str, CheckSpec],
+                 automatic: dict[str, CheckResult]) -> tuple[list[tuple], list[tuple], list[str]]:
+    """The manual scores and overrides a review form asks for, and what is wrong with it."""
+    errors: list[str] = []
+    manual_changes: list[tuple] = []
+    override_changes: list[tuple] = []
+    for check_id, check in checks.items():
+        if check_id not in automatic:
+            continue
+        raw = form.get(f"manual_points__{check_id}", "").strip()
+        if raw != "":
+            points, problem = parse_points(raw, check.points)
+            if problem:
+                errors.append(f"{check_id}: {problem}")
+            else:
+                manual_changes.append((check_id, points, form.get(f"manual_comment__{check_id}", "").strip()))
+        if form.get(f"override_clear__{check_id}"):
+            override_changes.append((check_id, None, ""))
+            continue
+        raw = form.get(f"override_points__{check_id}", "").strip()
+        reason = form.get(f"override_reason__{check_id}", "").strip()
+        if raw != "" or reason:
+            points, problem = parse_points(raw, check.points)
+            if problem:
+                errors.append(f"{check_id}: {t('review.override_problem', LANG, problem=problem)}")
+                continue
+            if not reason:
+                errors.append(f"{check_id}: {t('review.override_needs_a_reason', LANG)}")
+                continue
+            override_changes.append((check_id, points, reason))
+    return manual_changes, override_changes, errors
 
 
 # What /files/ serves: (OUT-relative pattern, mimetype, inline). Student folders are checked with
@@ -259,11 +301,11 @@ def parse_points(raw: str, maximum: int) -> tuple[int | None, str | None]:
     try:
         value = float(raw)
     except ValueError:
-        return None, "点数は数字で入力してください / points must be a number"
+        return None, t("review.points_not_a_number", LANG)
     if not math.isfinite(value) or value != int(value):
-        return None, f"点数は 0〜{maximum} の整数で入力してください / points must be a whole number from 0 to {maximum}"
+        return None, t("review.points_not_whole", LANG, maximum=maximum)
     if not 0 <= value <= maximum:
-        return None, f"点数は 0〜{maximum} の範囲で入力してください / points must be from 0 to {maximum}"
+        return None, t("review.points_out_of_range", LANG, maximum=maximum)
     return int(value), None
 
 

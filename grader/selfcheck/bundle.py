@@ -58,6 +58,13 @@ def module_path(name: str) -> Path | None:
     return None
 
 
+def existing_path(name: str) -> Path:
+    path = module_path(name)
+    if path is None:
+        raise ValueError(f"{name} is not a module of the grader package")
+    return path
+
+
 def imported_grader_modules(path: Path) -> set[str]:
     """Every `grader...` module a file imports, at any depth (lazy imports in functions too)."""
     found: set[str] = set()
@@ -80,7 +87,7 @@ def module_closure(entry: str = ENTRY_MODULE) -> list[str]:
         seen.add(name)
         parts = name.split(".")
         todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages
-        todo.extend(imported_grader_modules(module_path(name)))
+        todo.extend(imported_grader_modules(existing_path(name)))
     return sorted(seen)
 
 
@@ -88,7 +95,7 @@ def bundle_files(entry: str = ENTRY_MODULE) -> dict[str, bytes]:
     """Archive name → bytes, for the modules of module_closure and the data files they read."""
     files = {}
     for name in module_closure(entry):
-        path = module_path(name)
+        path = existing_path(name)
         files[path.relative_to(PACKAGE_DIR.parent).as_posix()] = path.read_bytes()
     for data in DATA_FILES:
         files[f"grader/{data}"] = (PACKAGE_DIR / data).read_bytes()
@@ -281,10 +288,10 @@ def generate(*, project_root: Path, assignment: str, keras_home: Path, cache_roo
 
 
 def main(argv: list[str] | None = None) -> int:
-    from grader.assignment.paths import CACHE_ROOT, DATA_HOME, PROJECT_ROOT
+    from grader.assignment.paths import CACHE_ROOT, DATA_HOME, DEFAULT_ASSIGNMENT, PROJECT_ROOT
 
     parser = argparse.ArgumentParser(prog="python -m grader.selfcheck.bundle", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--assignment", default="kadai8")
+    parser.add_argument("--assignment", default=DEFAULT_ASSIGNMENT)
     parser.add_argument("--keras-home", type=Path, default=DATA_HOME)
     parser.add_argument("--cache", type=Path, default=CACHE_ROOT)
     parser.add_argument("--check", action="store_true", help="only report whether the file is up to date")

@@ -19,6 +19,7 @@ from typing import Any
 
 from grader.assignment.student_ids import printable
 from grader.assignment.student_ids import problem as student_id_problem
+from grader.results import ERROR as FAILED_CELL, GRADER_ERROR, KERNEL_DIED, TIMEOUT
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 
@@ -213,18 +214,18 @@ def run_findings(outcome: Any) -> list[Finding]:
         if text and not any(f.text == text for f in found):
             found.append(Finding(WARNING, text))
     execution = run.execution
-    if result.status == "timeout":
+    if result.status == TIMEOUT:
         found.append(Finding(WARNING, "制限時間内に終わりませんでした。無限ループや、学習以外の重い処理がないか確認してください"
                                       "（セルフチェックでは model.fit が短縮されます）。"))
-    elif result.status == "kernel_died":
+    elif result.status == KERNEL_DIED:
         found.append(Finding(WARNING, "カーネルが途中で終了しました。メモリ不足（大きな配列のコピーなど）や "
                                       "os._exit / sys.exit の呼び出しがないか確認してください。"))
-    elif result.status == "error" and execution and execution.errors:
+    elif result.status == FAILED_CELL and execution and execution.errors:
         first = execution.errors[0]
         if first.ename in ("ModuleNotFoundError", "ImportError"):
             found.append(Finding(WARNING, f"import に失敗しています（{first.evalue[:120]}）。Colab にないパッケージを"
                                           "使っていないか、スペルを確認してください。"))
-    elif result.status == "grader_error":
+    elif result.status == GRADER_ERROR:
         found.append(Finding(WARNING, "チェックの仕組みが動きませんでした。TensorFlow / Keras のバージョンを確認し、"
                                       "解決しなければ担当教員に上のメッセージを伝えてください。"))
     return found

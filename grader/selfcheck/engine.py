@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from grader.engine import pipeline
+from grader.engine.session import make_session as make_grader_session
 from grader.judge.checks import MANUAL, PASS
 from grader.errors import ConfigError
 from grader.evidence.evaluate import ModelEvaluation
@@ -89,7 +90,7 @@ def public_events(evidence: Evidence) -> list[dict[str, Any]]:
     """The reference evidence reduced to PUBLIC_FIELDS (deterministic: no times, no file names)."""
     events = []
     for event in evidence.events:
-        keep = PUBLIC_FIELDS.get(event.get("kind"))
+        keep = PUBLIC_FIELDS.get(event.get("kind", ""))
         if keep is None:
             continue
         reduced: dict[str, Any] = {"seq": event.get("seq"), "kind": event["kind"]}
@@ -150,7 +151,7 @@ def self_check_steps(load_test_hashes: Callable[[StudentRun], np.ndarray | None]
 
     async def find_test_set(run: StudentRun, session: Session) -> None:
         if session.test_hashes is None:
-            session.test_hashes = load_test_hashes(run)
+            run.test_hashes = load_test_hashes(run)
 
     steps: list[pipeline.Step] = []
     for step in pipeline.STEPS:
@@ -175,10 +176,9 @@ async def run_self_check(submission: Submission, session: Session, *,
 def make_session(*, spec: AssignmentSpec, reference: ReferenceRun, launcher: Launcher, data_dir: Path,
                  out_dir: Path, work_root: Path, lang: str, test_hashes: np.ndarray | None = None,
                  versions: dict[str, str] | None = None) -> Session:
-    empty = np.zeros((0, 28, 28), dtype=np.uint8)
-    return Session(
+    """The grader's own factory, with the self-check's budget, no trusted test set (no evaluation
+    step) and the kernel's versions only (the grader's may not be installed here)."""
+    return make_grader_session(
         spec=spec, budget=spec.budget(SELF_CHECK_BUDGET), launcher=launcher, data_dir=data_dir,
-        x_test=empty, y_test=np.zeros((0,), dtype=np.uint8), test_hashes=test_hashes, reference=reference,
-        out_dir=out_dir, work_root=work_root, lang=lang, threads=max(1, os.cpu_count() or 1),
-        versions=dict(versions or {}),
-    )
+        test_hashes=test_hashes, reference=reference, out_dir=out_dir, work_root=work_root, lang=lang,
+        threads=os.cpu_count() or 1, versions=dict(versions or {}))

@@ -1,4 +1,4 @@
-"""`grader check NOTEBOOK`: the student self-check inside the project.
+"""The student self-check inside the project (`grader check NOTEBOOK`).
 
 The same engine as the downloaded selfcheck.py (grader.selfcheck.engine): the quick budget, the
 visible checks only, expected values from the reference run's *public events*, here computed from
@@ -19,12 +19,13 @@ from pathlib import Path
 from jinja2 import Environment, select_autoescape
 
 from grader.assignment.data import dataset_dir, fingerprint, load_dataset
-from grader.errors import ExecutionSetupError
-from grader.kernel.grader_kernel import image_hashes
-from grader.assignment.known_data import GraderData
-from grader.isolation.launch import Launcher, LocalLauncher
+from grader.engine.launcher import sandbox_for
 from grader.engine.pipeline import ReferenceRun, Session, Submission
 from grader.engine.reference import ensure_reference, library_versions
+from grader.engine.session import make_session as make_grader_session
+from grader.errors import ExecutionSetupError
+from grader.results import ERROR, FAIL, MANUAL, NOT_RUN, PASS, STATUS_NAMES
+from grader.isolation.launch import Launcher, LocalLauncher
 from grader.selfcheck.diagnose import (
     Finding, environment_versions, merged, notebook_findings, path_findings, run_findings,
 )
@@ -52,14 +53,10 @@ class CheckReport:
 
 def reference_session(spec: AssignmentSpec, *, keras_home: Path, launcher: Launcher, work: Path) -> Session:
     """A session like `grader grade --budget quick` has, so the reference cache is shared with it."""
-    data = load_dataset(keras_home)
-    return Session(
-        spec=spec, budget=spec.budget(SELF_CHECK_BUDGET), launcher=launcher,
-        data_dir=dataset_dir(keras_home).resolve(), x_test=data.x_test, y_test=data.y_test,
-        test_hashes=image_hashes(data.x_test), reference=None, out_dir=work / "out", work_root=work, lang="ja",
-        grader_data=GraderData.from_dataset(data),
-        threads=max(1, os.cpu_count() or 1), versions=library_versions(),
-    )
+    return make_grader_session(
+        spec=spec, budget=spec.budget(SELF_CHECK_BUDGET), launcher=launcher, data=load_dataset(keras_home),
+        data_dir=dataset_dir(keras_home).resolve(), out_dir=work / "out", work_root=work, lang="ja",
+        threads=os.cpu_count() or 1, versions=library_versions())
 
 
 async def ensure_quick_reference(spec: AssignmentSpec, *, keras_home: Path, cache_root: Path, launcher: Launcher,
@@ -86,8 +83,6 @@ def choose_launcher(spec: AssignmentSpec, *, hidden: list[Path], no_sandbox: boo
     """The sandbox grading would use; without one, the notebook (normally your own) runs unsandboxed."""
     if no_sandbox:
         return LocalLauncher(), ""
-    from grader.batch.grade import sandbox_for
-
     try:
         return sandbox_for(spec, spec.budget(SELF_CHECK_BUDGET), hidden=hidden, no_sandbox=False), ""
     except ExecutionSetupError:
@@ -119,8 +114,9 @@ async def check_notebook(notebook: Path, *, project_root: Path, assignment: str,
                        sandbox=launcher.name)
 
 
-def main(*, notebook: Path, project_root: Path, assignment: str, keras_home: Path, cache_root: Path,
-         no_sandbox: bool = False, html: Path | None = None) -> CheckReport:
+def run_check(*, notebook: Path, project_root: Path, assignment: str, keras_home: Path, cache_root: Path,
+              no_sandbox: bool = False, html: Path | None = None) -> CheckReport:
+    """Check the notebook and write its HTML report beside it (or to `html`)."""
     stop = path_findings(notebook)
     if stop:
         return CheckReport(notebook=notebook, outcome=None, findings=stop)
@@ -132,55 +128,6 @@ def main(*, notebook: Path, project_root: Path, assignment: str, keras_home: Pat
 
 
 # ---------------------------------------------------------------- output
-def print_report(report: CheckReport) -> None:
-    """A rich table in Japanese; the stream never fails on its encoding (cp932 consoles)."""
-    import sys
-
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    from grader.selfcheck.text import STATUS_JA, Printer, compact, mark_for
-
-    marks = Printer(sys.stdout).marks  # also switches stdout to errors="replace"
-    console = Console(highlight=False)
-    levels = {"error": "[bold red]エラー[/] ", "warning": "[yellow]注意[/] ", "info": ""}
-    for finding in report.findings:
-        console.print(f"  {levels.get(finding.level, '')}{escape(finding.text)}")
-    outcome = report.outcome
-    if outcome is None:
-        return
-    result = outcome.result
-    console.print(f"実行結果: [bold]{STATUS_JA.get(result.status, result.status)}[/]（{outcome.seconds:.1f} 秒, "
-                  f"予算 quick）" + (f" — {escape(result.message)}" if result.message else ""))
-    table = Table(show_lines=True, expand=True)
-    table.add_column("判定", no_wrap=True, justify="center")
-    table.add_column("点", no_wrap=True, justify="right")
-    table.add_column("項目", ratio=2, overflow="fold")
-    table.add_column("理由・ヒント", ratio=3, overflow="fold")
-    styles = {"pass": "green", "manual": "cyan"}
-    for check in result.checks:
-        mark = mark_for(check.status, marks)
-        points = f"?/{check.max_points}" if check.status == "manual" else f"{check.points}/{check.max_points}"
-        lines = [check.message] if check.message else []
-        if check.status not in ("pass", "manual") and (check.expected is not None or check.actual is not None):
-            lines.append(f"期待: {compact(check.expected)}  実際: {compact(check.actual)}")
-        if check.status not in ("pass", "manual") and check.hint:
-            lines.append(f"[dim]ヒント: {escape(check.hint)}[/]")
-        table.add_row(f"[{styles.get(check.status, 'red')}]{mark}[/]", points,
-                      f"{escape(check.title)} [dim]{check.id}[/]", "\n".join(
-                          line if line.startswith("[dim]") else escape(line) for line in lines))
-    console.print(table)
-    ok = sum(1 for c in result.checks if c.status in ("pass", "manual"))
-    console.print(f"公開チェック: {ok}/{len(result.checks)} OK（TA 採点の項目は回答ありで OK）  "
-                  f"自動採点の点数: {result.score} / {result.max_score}")
-    if outcome.hidden.get("checks"):
-        console.print(f"このほか非公開の項目が {outcome.hidden['checks']} つ（{outcome.hidden.get('points', 0)} 点）"
-                      "あり、提出後の採点でのみ判定されます。")
-    if report.html:
-        console.print(f"レポート: {report.html}")
-
-
 HTML = """<!doctype html>
 <html lang="ja"><head><meta charset="utf-8"><title>セルフチェック {{ notebook.name }}</title>
 <style>
@@ -197,11 +144,11 @@ table{border-collapse:collapse;width:100%}td,th{border:1px solid #ccc;padding:.4
 <table><tr><th>判定</th><th>点</th><th>項目</th><th>理由</th><th>ヒント</th></tr>
 {% for c in result.checks %}<tr class="{{ c.status }}">
 <td class="mark {{ c.status }}">{{ marks[c.status] }}</td>
-<td>{% if c.status == "manual" %}?{% else %}{{ c.points }}{% endif %}/{{ c.max_points }}</td>
+<td>{% if c.status == S.MANUAL %}?{% else %}{{ c.points }}{% endif %}/{{ c.max_points }}</td>
 <td>{{ c.title }}<br><span class="small">{{ c.id }}</span></td>
-<td>{{ c.message }}{% if c.status not in ("pass", "manual") and (c.expected is not none or c.actual is not none) %}
+<td>{{ c.message }}{% if c.status not in (S.PASS, S.MANUAL) and (c.expected is not none or c.actual is not none) %}
 <br><span class="small">期待: {{ c.expected|compact }} ／ 実際: {{ c.actual|compact }}</span>{% endif %}</td>
-<td>{% if c.status != "pass" %}{{ c.hint }}{% endif %}</td></tr>
+<td>{% if c.status != S.PASS %}{{ c.hint }}{% endif %}</td></tr>
 {% endfor %}</table>
 <p>公開チェック: {{ ok }}/{{ result.checks|length }} OK（TA 採点の項目は回答ありで OK）・ 自動採点の点数 {{ result.score }} / {{ result.max_score }}</p>
 {% if outcome.hidden.checks %}<p class="small">このほか非公開の項目が {{ outcome.hidden.checks }} つ（{{ outcome.hidden.points }} 点）あり、提出後の採点でのみ判定されます。</p>{% endif %}
@@ -214,9 +161,11 @@ def render_html(report: CheckReport) -> str:
 
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     env.filters["compact"] = lambda v: "—" if v is None else compact(v)
+    env.globals["S"] = STATUS_NAMES
+    assert report.outcome is not None  # only a check that ran has a report page
     result = report.outcome.result
-    marks = {"pass": "✓", "manual": "－", "fail": "✗", "error": "✗", "not_run": "✗"}
+    marks = {PASS: "✓", MANUAL: "－", FAIL: "✗", ERROR: "✗", NOT_RUN: "✗"}
     return env.from_string(HTML).render(
         notebook=report.notebook, outcome=report.outcome, result=result, findings=report.findings, marks=marks,
         status=STATUS_JA.get(result.status, result.status), sandbox=report.sandbox,
-        ok=sum(1 for c in result.checks if c.status in ("pass", "manual")))
+        ok=sum(1 for c in result.checks if c.status in (PASS, MANUAL)))

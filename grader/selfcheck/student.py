@@ -219,4 +219,4 @@ def test_hashes(run: Any, work: Path):
         return None
 
 
-__all__ = ["main", "check", "Finding"]
+__all__ = ["Finding", "check", "main"]

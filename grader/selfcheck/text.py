@@ -7,14 +7,16 @@ marks fall back to ○ × (cp932 has them) or to ASCII.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any, TextIO
 
 from grader.selfcheck.diagnose import ERROR, WARNING, Finding
+from grader.results import ERROR as CELL_ERROR, GRADED, GRADER_ERROR, INVALID, KERNEL_DIED, MANUAL, PASS, TIMEOUT
 
 MARK_SETS = ({"ok": "✓", "ng": "✗", "ta": "－"}, {"ok": "○", "ng": "×", "ta": "－"}, {"ok": "OK", "ng": "NG", "ta": "TA"})
-STATUS_JA = {"graded": "最後まで実行", "error": "セルでエラー", "timeout": "時間切れ", "kernel_died": "カーネル停止",
-             "invalid": "ノートブックが無効", "grader_error": "チェックの仕組みのエラー"}
+STATUS_JA = {GRADED: "最後まで実行", CELL_ERROR: "セルでエラー", TIMEOUT: "時間切れ", KERNEL_DIED: "カーネル停止",
+             INVALID: "ノートブックが無効", GRADER_ERROR: "チェックの仕組みのエラー"}
 LEVEL_PREFIX = {ERROR: "[エラー] ", WARNING: "[注意] ", "info": ""}
 
 
@@ -23,10 +25,8 @@ class Printer:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
-        try:
+        with contextlib.suppress(AttributeError, ValueError, OSError):
             stream.reconfigure(errors="replace")  # type: ignore[attr-defined]
-        except (AttributeError, ValueError, OSError):
-            pass
         self.encoding = getattr(stream, "encoding", None) or "ascii"
         self.marks = next((m for m in MARK_SETS if _encodable("".join(m.values()), self.encoding)), MARK_SETS[-1])
 
@@ -48,7 +48,7 @@ def _encodable(text: str, encoding: str) -> bool:
 
 
 def mark_for(status: str, marks: dict[str, str]) -> str:
-    return marks["ok"] if status == "pass" else marks["ta"] if status == "manual" else marks["ng"]
+    return marks["ok"] if status == PASS else marks["ta"] if status == MANUAL else marks["ng"]
 
 
 def show_findings(out: Printer, findings: list[Finding], indent: str = "  ") -> None:
@@ -70,20 +70,20 @@ def show_result(out: Printer, outcome: Any) -> None:
     out(" 判定  点       項目")
     pad = " " * 14
     for check in result.checks:
-        points = f"?/{check.max_points}" if check.status == "manual" else f"{check.points}/{check.max_points}"
+        points = f"?/{check.max_points}" if check.status == MANUAL else f"{check.points}/{check.max_points}"
         out(f"  {mark_for(check.status, out.marks)}   {points:<7} {check.title}  [{check.id}]")
-        if check.status == "pass":
+        if check.status == PASS:
             continue
         if check.message:
             out(f"{pad}{check.message}")
-        if check.status != "manual" and (check.expected is not None or check.actual is not None):
+        if check.status != MANUAL and (check.expected is not None or check.actual is not None):
             out(f"{pad}期待: {compact(check.expected)}  実際: {compact(check.actual)}")
-        if check.hint and check.status != "manual":
+        if check.hint and check.status != MANUAL:
             out(f"{pad}ヒント: {check.hint}")
     out()
     checks = result.checks
-    ok = sum(1 for c in checks if c.status == "pass")
-    manual = sum(1 for c in checks if c.status == "manual")
+    ok = sum(1 for c in checks if c.status == PASS)
+    manual = sum(1 for c in checks if c.status == MANUAL)
     summary = f"公開チェック: {ok + manual}/{len(checks)} OK"
     if manual:
         summary += f"（うち TA 採点の {manual} 項目は、回答ありとして OK に数えています）"

@@ -25,6 +25,7 @@ import html
 import io
 import itertools
 from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import nbformat
@@ -88,7 +89,7 @@ def _fingerprint(name: str, code: str, boilerplate: list[int] | None = None):
     return CodeFingerprint(f"{name}.py", K, WINDOW, boilerplate=boilerplate, fp=io.StringIO(code), language="python")
 
 
-def compare(notebooks: dict[str, Path], *, template: Path | None, given: list[Path] = (),
+def compare(notebooks: dict[str, Path], *, template: Path | None, given: Sequence[Path] = (),
             threshold: float = THRESHOLD) -> tuple[SimilarityReport, dict[str, str], dict[tuple[str, str], tuple]]:
     """(report, cleaned code by student, matched slices by pair)."""
     from copydetect import compare_files

@@ -14,8 +14,8 @@ import numpy as np
 
 from grader.evidence.evaluate import ModelEvaluation
 from grader.evidence.reader import Evidence
+from grader.results import ERROR, FAIL, MANUAL, NOT_RUN, PASS  # noqa: F401  (the status words, re-exported)
 
-PASS, FAIL, MANUAL, NOT_RUN, ERROR = "pass", "fail", "manual", "not_run", "error"
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class AccuracyThreshold:
     rule: str  # "calibrated" | "single_reference"
     source: str  # one line for people: "calibration: 3 runs, mean 0.612 ± 0.021" / "single reference run 0.653"
     calibration: dict[str, Any] | None = None  # runs, mean, std, seeds, file (calibrated only)
+    reference: float | None = None  # the reference accuracy it was derived from (single_reference only)
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class CheckContext:
     reference_eval: ModelEvaluation | None = None
     test_hashes: np.ndarray | None = None
     notebook: Any = None  # the submitted notebook (nbformat node), read as data
-    threshold: AccuracyThreshold | None = None  # for trusted_test_accuracy; None: the single-reference rule
+    threshold: AccuracyThreshold | None = None  # for trusted_test_accuracy (grader.judge.threshold)
     dataset_hashes: DatasetHashes | None = None  # for data_source: what the grader's data set looks like
     known: Any = None  # grader.assignment.known_data.GraderData: the grader's own images (exact and near-copy lookups)
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from grader.judge.checks import MANUAL, AccuracyThreshold, CheckContext, Observation, kind, missing, verdict
+from grader.i18n import t
+from grader.judge.checks import ERROR, MANUAL, AccuracyThreshold, CheckContext, Observation, kind, missing, verdict
 
 
 def _saved_params(evaluation: Any) -> int | None:
@@ -118,7 +119,6 @@ def threshold_for(params: dict, budget: str, *, reference_accuracy: float | None
     otherwise (no calibration, too few runs, or no rule): the single-reference rule,
         max(floor, reference_accuracy − margin[budget])
     """
-    ja = lang != "en"
     rule = params.get("threshold") or {}
     floor = float(params.get("floor", 0.0))
     why_not = ""
@@ -131,39 +131,34 @@ def threshold_for(params: dict, budget: str, *, reference_accuracy: float | None
             spread = max(std, min_std)
             value = round(max(floor, mean - sigmas * spread), 4)
             how = f"{mean:.3f} − {sigmas:g}×{spread:.3f}" + (f", floor {floor:g}" if value == floor else "")
-            source = (f"較正 {len(runs)} 回の平均 {mean:.3f} ± {std:.3f}（{how}）" if ja else
-                      f"calibration: {len(runs)} runs, mean {mean:.3f} ± {std:.3f} ({how})")
+            source = t("threshold.calibrated", lang, runs=len(runs), mean=mean, std=std, how=how)
             summary = {"runs": len(runs), "mean": round(mean, 4), "std": round(std, 4),
                        "seeds": [r.get("seed") for r in runs], "sigmas": sigmas, "min_std": min_std,
                        "file": calibration.get("file"), "key": calibration.get("key")}
             return AccuracyThreshold(value, "calibrated", source, summary)
         if calibration:
-            why_not = (f"（較正は {len(runs)} 回で {min_runs} 回未満のため不使用）" if ja else
-                       f" (calibration has {len(runs)} runs, fewer than {min_runs}: not used)")
+            why_not = t("threshold.too_few_runs", lang, runs=len(runs), min_runs=min_runs)
         else:
-            why_not = "（較正なし）" if ja else " (no calibration)"
+            why_not = t("threshold.no_calibration", lang)
     if reference_accuracy is None:
         return None
     value = accuracy_threshold(reference_accuracy, params, budget)
     margin = _margin(params, budget)
-    source = (f"参照解 1 回の正解率 {reference_accuracy:.3f} − 余裕 {margin:g}{why_not}" if ja else
-              f"single reference run {reference_accuracy:.3f} − margin {margin:g}{why_not}")
-    return AccuracyThreshold(value, "single_reference", source)
+    source = t("threshold.single_reference", lang, accuracy=reference_accuracy, margin=margin, why_not=why_not)
+    return AccuracyThreshold(value, "single_reference", source, reference=reference_accuracy)
 
 
 @kind("trusted_test_accuracy")
 def trusted_test_accuracy(ctx: CheckContext) -> Observation:
-    ref = ctx.reference_eval
-    threshold = ctx.threshold
-    if threshold is None or threshold.rule != "calibrated":
-        if ref is None or ref.accuracy is None:
-            return Observation("error", None, None, "reference_accuracy_missing")
-        value = accuracy_threshold(ref.accuracy, ctx.params, ctx.budget)
-        expected = f"≥ {value:.3f} (reference {ref.accuracy:.3f})"
-    else:
-        value, calibration = threshold.value, threshold.calibration or {}
+    threshold = ctx.threshold  # decided once per batch (grader.judge.threshold), never here
+    if threshold is None:
+        return Observation(ERROR, None, None, "reference_accuracy_missing")
+    value, calibration = threshold.value, threshold.calibration or {}
+    if threshold.rule == "calibrated":
         expected = (f"≥ {value:.3f} (calibration {calibration.get('runs')} runs "
                     f"{calibration.get('mean', 0):.3f} ± {calibration.get('std', 0):.3f})")
+    else:
+        expected = f"≥ {value:.3f} (reference {threshold.reference:.3f})"
     ev = ctx.student_eval
     if ev is None or ev.accuracy is None:
         problem = (ev.problem if ev else None) or ""

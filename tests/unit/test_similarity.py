@@ -4,37 +4,19 @@ independent solutions do not; the command writes similarity.json, side-by-side p
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import tokenize
-import io
 from pathlib import Path
 
-import nbformat
 
+from conftest import renamed
 from grader.similarity import compare as sim
-from grader.similarity import pages as command
+from grader.commands import similarity as command
 from grader.results import StudentResult
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "assignments" / "kadai8" / "template.ipynb"
 REFERENCE = ROOT / "reference" / "kadai8" / "reference.ipynb"
 SAMPLES = ROOT / "submissions"
-
-
-def renamed(source: Path, target: Path) -> Path:
-    """The same notebook with every variable renamed (Python's tokenize: NAME tokens that are assigned)."""
-    notebook = nbformat.read(source, as_version=4)
-    code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
-    assigned = {t.string for t in tokenize.generate_tokens(io.StringIO(code).readline) if t.type == tokenize.NAME}
-    assigned &= {"X_tr", "y_tr", "X_te", "y_te", "aug", "it", "show16", "xb", "yb", "fig", "axes", "ax", "img",
-                 "inputs", "h", "outputs", "model", "X_tr2", "X_val", "y_tr2", "y_val", "hist", "test_loss", "test_acc"}
-    for cell in notebook.cells:
-        if cell.cell_type == "code":
-            for name in sorted(assigned, key=len, reverse=True):
-                cell.source = re.sub(rf"\b{re.escape(name)}\b", f"renamed_{name.lower()}_v", cell.source)
-    nbformat.write(notebook, target)
-    return target
 
 
 def pair(report, a, b):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Import name → distribution, as a Colab notebook's first cell imports them.
 COLAB_EVERYDAY = {"numpy": "numpy", "pandas": "pandas", "seaborn": "seaborn", "sklearn": "scikit-learn",

@@ -24,9 +24,8 @@ from report_fixtures import ATTACKS, DISCUSSION, THRESHOLD_TEXT, build_class, pn
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    out, results = build_class(tmp_path_factory.mktemp("class"))
-    return out, results
+def graded(report_class):
+    return report_class
 
 
 def page(out: Path, student: str) -> str:
@@ -305,7 +304,7 @@ def test_figures_reject_arrays_that_are_not_images():
 
     assert figures.batch_grid(np.zeros((3, 5)), None, None, "en") is None
     assert figures.batch_grid(np.zeros((2, 28, 28, 3)), None, None, "en") is None
-    assert figures.confusion_matrix([[1, 2], [3, 4]], "en") is None
+    assert figures.confusion_matrix([[1, 2], [3, 4]], "en", [str(i) for i in range(10)]) is None
     assert figures.learning_curves({"loss": "x"}, "en") is None
     grid = figures.batch_grid(np.full((16, 28, 28, 1), np.nan), None, None, "en")
     assert grid is not None and grid.startswith("data:image/png;base64,")
@@ -320,8 +319,8 @@ def test_lateness_from_the_pull_manifest_in_csv_class_page_and_words(tmp_path):
     by_lms = StudentResult(student="s9", assignment="kadai8", status="graded", message="", score=10, max_score=10,
                            submission={"submitted_at": "2026-07-12T09:00:00+09:00", "late": True, "late_by_s": None})
     unknown = StudentResult(student="s10", assignment="kadai8", status="graded", message="", score=10, max_score=10)
-    assert report.late_text(late, True) == "期限後（1 日 2 時間）" and report.late_text(late, False) == "late by 1 d 2 h"
-    assert report.late_text(by_lms, True) == "期限後（LMS の記録）" and report.late_text(on_time, True) == ""
+    assert report.late_text(late, "ja") == "期限後（1 日 2 時間）" and report.late_text(late, "en") == "late by 1 d 2 h"
+    assert report.late_text(by_lms, "ja") == "期限後（LMS の記録）" and report.late_text(on_time, "ja") == ""
     report.write_grades_csv([late, on_time, by_lms, unknown], tmp_path / "g.csv")
     with open(tmp_path / "g.csv", encoding="utf-8-sig", newline="") as handle:
         rows = {r["student"]: r for r in csv.DictReader(handle)}

@@ -25,8 +25,8 @@ SCREENSHOTS = ROOT / "build" / "screenshots"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    out, results = build_reviewable_class(tmp_path_factory.mktemp("review-browser"))
+def server(tmp_path_factory, report_class):
+    out, results = build_reviewable_class(tmp_path_factory.mktemp("review-browser"), report_class)
     server = ReviewServer(out=out, project_root=ROOT, assignment="kadai8", port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -99,7 +99,7 @@ def test_nothing_a_notebook_wrote_can_script_the_review_app(attack_run, test_pro
     by the recorder) and links to that page. The TA opens the class, the student, the report and clicks
     the link: the gradebook is unchanged and no script of the student's ran."""
     from grader.gradebook.store import Gradebook
-    from grader.review.store import ReviewStore
+    from grader.gradebook.reviews import ReviewStore
 
     out = attack_run.summary.out_dir
     planted = out / "review_script" / "evidence" / "evil.html"  # as if an older grader had exported it

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from test_similarity import ROOT, renamed
-from grader.batch import grade
-from grader.lms import pull
-from grader.similarity import pages as similarity_command
+from conftest import ROOT, renamed
+from grader.commands import grade, pull
+from grader.commands import similarity as similarity_command
 from grader.review.app import create_app
-from grader.review.store import ReviewStore
+from grader.gradebook.reviews import ReviewStore
 
 pytestmark = pytest.mark.slow
 FIXTURES = ROOT / "tests" / "fixtures" / "notebooks"

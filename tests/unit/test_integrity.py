@@ -22,7 +22,8 @@ from grader.kernel.grader_kernel import image_hashes, image_signatures
 from grader.assignment.known_data import GraderData, nearest
 from grader.report.pages import render_student_report
 from grader.review.app import create_app
-from grader.review.store import ReviewStore, republish
+from grader.gradebook.reviews import ReviewStore
+from grader.gradebook.publish import republish
 
 QUICK = {"name": "quick", "max_epochs": 1, "max_steps_per_epoch": 30, "max_validation_samples": 500, "max_total_steps": 90}
 PARAMS = {"gap_z": 4.0, "trained_on_test_min": 10}

@@ -12,7 +12,10 @@ import pytest
 
 from grader.engine.calibration import calibration_path, load_calibration, save_calibration, summarize
 from grader.judge.checks.training import threshold_for
-from grader.batch.grade import apply_manual_scores, plan_batch, rejudge_accuracy, report_key
+from grader.batch.grade import rejudge_accuracy
+from grader.batch.plan import plan_batch
+from grader.gradebook.final import final_result
+from grader.report.freshness import report_key
 from grader.gradebook.store import GRADEBOOK_FILE, Gradebook, batch_inputs, input_fingerprint
 from grader.isolation.machine import available_memory_mb, default_jobs, threads_per_job
 from grader.engine.pipeline import Submission, threshold_summary
@@ -22,7 +25,7 @@ from grader.assignment.spec import load_spec
 from grader.judge.verdicts import not_run_results
 from grader.isolation.workroot import OWNER_FILE, clean_stale_work_roots, exclusive_output, mounts_under, work_root
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = load_spec(ROOT, "kadai8")
 ACCURACY_PARAMS = next(c.params for c in SPEC.checks if c.id == "model.test_accuracy")
 
@@ -106,7 +109,7 @@ def test_a_committed_result_survives_the_process_being_killed(tmp_path):
     """A writer killed with SIGKILL right after a commit: the row is there for the next reader."""
     script = (f"import sys, os, signal; sys.path.insert(0, {str(ROOT)!r})\n"
               "from pathlib import Path\nfrom grader.gradebook.store import Gradebook\n"
-              "from tests.test_gradebook import make_result\n"
+              "from tests.unit.test_gradebook import make_result\n"
               f"book = Gradebook.open(Path({str(tmp_path)!r}))\n"
               "run = book.start_run(assignment='kadai8', budget='quick', jobs=1, threads=1, grader_version='t')\n"
               "book.record_result(run, make_result('s009'), fingerprint='fp', seconds=1.0)\n"
@@ -126,34 +129,34 @@ def test_manual_scores_survive_regrades_and_override_the_automatic_points(book):
     book.record_result(run, make_result(), fingerprint="fp3", seconds=1.0)
     scores = book.manual_scores("kadai8")
     assert scores["s001"]["discussion.answered"].points == 8
-    final = apply_manual_scores(book.result("kadai8", "s001").result, scores["s001"])
+    final = final_result(book.result("kadai8", "s001").result, manual=scores["s001"])
     discussion = check(final, "discussion.answered")
     assert (discussion.status, discussion.points) == ("pass", 8)
     assert "TA 採点: 8 / 10" in discussion.message and "よく書けています" in discussion.public_message
     assert final.score == make_result().score + 8
     assert any("discussion.answered" in note and "ta1" in note for note in final.notes)
     book.set_manual_score("kadai8", "s001", "discussion.answered", 0)
-    assert check(apply_manual_scores(final, book.manual_scores("kadai8")["s001"]), "discussion.answered").status == "fail"
+    assert check(final_result(final, manual=book.manual_scores("kadai8")["s001"]), "discussion.answered").status == "fail"
     assert book.delete_manual_score("kadai8", "s001", "discussion.answered")
     assert book.manual_scores("kadai8") == {}
 
 
 def test_manual_points_are_clamped_to_the_check(book):
     book.set_manual_score("kadai8", "s001", "discussion.answered", 99)
-    final = apply_manual_scores(make_result(), book.manual_scores("kadai8")["s001"])
+    final = final_result(make_result(), manual=book.manual_scores("kadai8")["s001"])
     assert check(final, "discussion.answered").points == 10
 
 
 # ---------------------------------------------------------------- fingerprints and the plan
 def shared(**change) -> str:
     parts = dict(spec_source=b"spec", reference=b"ref", kernel=b"kernel", versions={"grader": "1", "keras": "3"},
-                 data_fingerprint="data", budget="quick", lang="ja")
+                 data_fingerprint="data", budget="quick")
     return batch_inputs(**{**parts, **change})
 
 
 @pytest.mark.parametrize("change", [
     {"spec_source": b"spec2"}, {"reference": b"ref2"}, {"kernel": b"kernel2"}, {"versions": {"grader": "2", "keras": "3"}},
-    {"versions": {"grader": "1", "keras": "3.1"}}, {"data_fingerprint": "other"}, {"budget": "standard"}, {"lang": "en"},
+    {"versions": {"grader": "1", "keras": "3.1"}}, {"data_fingerprint": "other"}, {"budget": "standard"},
 ])
 def test_the_fingerprint_changes_with_every_ingredient(change):
     base = input_fingerprint(b"notebook", batch_inputs=shared())
@@ -324,10 +327,9 @@ def test_one_grader_at_a_time_per_output_folder(tmp_path):
         assert holder.returncode != 0 and "another grader" in holder.stderr
     with exclusive_output(tmp_path):  # released
         pass
-    with pytest.raises(ConfigError):
-        with exclusive_output(tmp_path):
-            with exclusive_output(tmp_path):  # flock is per open file: a second open in one process is refused too
-                pass
+    # flock is per open file: a second open in one process is refused too
+    with pytest.raises(ConfigError), exclusive_output(tmp_path), exclusive_output(tmp_path):
+        pass
 
 
 # ---------------------------------------------------------------- progress

@@ -33,7 +33,7 @@ from grader.selfcheck.text import Printer
 from grader.assignment.spec import load_spec
 from grader.judge.verdicts import judge_all
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = load_spec(ROOT, "kadai8")
 RAW_SPEC = tomllib.loads(SPEC.source_bytes.decode("utf-8"))
 SELFCHECK = ROOT / "assignments" / "kadai8" / "selfcheck.py"

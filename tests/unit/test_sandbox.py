@@ -14,7 +14,7 @@ from grader.isolation import seccomp
 from grader.isolation.launch import KERNEL_DIR, KernelJob, LocalLauncher
 from grader.isolation.sandbox import BwrapLauncher, SandboxLimits, SandboxPolicy, probe_layers
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def root_bwrap_works() -> bool:

@@ -1,4 +1,4 @@
-"""TA overrides and the review log, in the gradebook's SQLite file (own tables), and republishing.
+"""TA overrides and the review log, in the gradebook's SQLite file (own tables).
 
 The gradebook (grader.gradebook) owns `manual_scores` (a TA's points for a `manual` check such as
 the 考察). This module adds, in the same file:
@@ -11,24 +11,16 @@ the 考察). This module adds, in the same file:
                 accepted (its automatic points count again) or rejected (they stay held), with a reason,
                 tied to the findings it was made on (their key): new findings need a new decision
 
-How the final score is made (`final_result`): the automatic result, its points held when it is flagged
-and not accepted (grader.judge.integrity.hold_for_review), then manual scores (a manual
-check's points replace its 0), then overrides (the check's points become the TA's value, clamped
-to 0…max, and the check carries `override` = {points, automatic_points, reason, reviewer, at},
-which the report shows). result.json, report.html, index.html and grades.csv always show the final.
+How they make the final score: grader.gradebook.final.
 """
 
 from __future__ import annotations
 
-import copy
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.gradebook.store import GRADEBOOK_FILE, Gradebook, ManualScore, now
-from grader.judge.integrity import hold_for_review
-from grader.gradebook.manifest import read_manifest, with_submission
-from grader.results import StudentResult
+from grader.gradebook.store import GRADEBOOK_FILE, now
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS overrides (
@@ -160,67 +152,3 @@ class ReviewStore:
         rows = self.db.execute("SELECT * FROM review_log WHERE assignment = ? AND student = ? ORDER BY id DESC",
                                (assignment, student))
         return [dict(r) for r in rows]
-
-
-def apply_overrides(result: StudentResult, overrides: dict[str, Override] | None) -> StudentResult:
-    if not overrides:
-        return result
-    result = copy.deepcopy(result)
-    ja = result.lang != "en"
-    for check in result.checks:
-        o = overrides.get(check.id)
-        if o is None:
-            continue
-        points = max(0, min(int(o.points), check.max_points))
-        check.override = {"points": points, "automatic_points": check.points, "automatic_status": check.status,
-                          "reason": o.reason, "reviewer": o.reviewer, "at": o.updated_at}
-        check.points = points
-        check.status = "pass" if points > 0 else "fail"
-        result.notes.append((f"{check.id}: TA が {points} / {check.max_points} 点に上書き（理由：{o.reason}）— "
-                             if ja else f"{check.id}: overridden to {points} / {check.max_points} by the TA "
-                             f"(reason: {o.reason}) — ") + f"{o.reviewer}, {o.updated_at}")
-    result.score = sum(c.points for c in result.checks)
-    return result
-
-
-def final_result(result: StudentResult, manual: dict[str, ManualScore] | None,
-                 overrides: dict[str, Override] | None, submission: dict | None = None,
-                 decision: dict | None = None) -> StudentResult:
-    """Automatic result → held while flagged → manual scores → overrides (see the module docstring), with
-    the submission's time and lateness from `grader pull`'s manifest (grader.gradebook.manifest) when there is one."""
-    from grader.batch.grade import apply_manual_scores
-
-    held = hold_for_review(result, decision)
-    return with_submission(apply_overrides(apply_manual_scores(held, manual), overrides), submission)
-
-
-def republish(out: Path, project_root: Path, assignment: str, students: list[str] | None = None) -> dict[str, StudentResult]:
-    """Re-render the given students' result.json + report.html (all when None), then index.html and
-    grades.csv, from the gradebook's stored results with manual scores and overrides applied."""
-    from grader.batch.grade import report_code_digest, report_key
-    from grader.report.pages import write_class_outputs, write_student_report
-    from grader.assignment.spec import load_spec
-
-    spec = load_spec(project_root, assignment)
-    handed_in = read_manifest(out)  # copied there by `grader grade`
-    with Gradebook.open(out) as book, ReviewStore(out) as store:
-        manual, overrides = book.manual_scores(spec.id), store.overrides(spec.id)
-        decisions = store.integrity_decisions(spec.id)
-        rows = book.results(spec.id)
-        current = book.submissions(spec.id)
-        everyone: dict[str, StudentResult] = {}
-        for name, row in rows.items():
-            if current and name not in current:
-                continue
-            final = final_result(row.result, manual.get(name), overrides.get(name), handed_in.get(name),
-                                 decisions.get(name))
-            everyone[name] = final
-            if students is None or name in students:
-                write_student_report(final, out / name)
-                book.update_result(row.result, report_key=report_key(final, report_code_digest()))
-        runs = book.runs()
-        budget = spec.budget(runs[-1].budget) if runs else spec.budget(spec.default_budget)
-        lang = next(iter(everyone.values())).lang if everyone else "ja"
-        write_class_outputs(everyone.values(), out, lang=lang, title=spec.title.get(lang),
-                            budget_summary=f"{budget.name} ({budget.summary(lang)})", refused=book.refused(spec.id))
-        return everyone

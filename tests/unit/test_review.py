@@ -9,15 +9,16 @@ import pytest
 
 from review_fixtures import ROOT, build_reviewable_class
 from grader.review.app import COOKIE, create_app
-from grader.review.store import ReviewStore, republish
+from grader.gradebook.publish import republish
+from grader.gradebook.reviews import ReviewStore
 
 TOKEN = "test-token-123"
 DISCUSSION = "discussion.answered"
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    return build_reviewable_class(tmp_path_factory.mktemp("review"))
+def graded(tmp_path_factory, report_class):
+    return build_reviewable_class(tmp_path_factory.mktemp("review"), report_class)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from grader.judge.checks import FAIL, KINDS, MANUAL, NOT_RUN, PASS, CheckContext, Observation
-from grader.judge.checks.training import accuracy_threshold
+from grader.judge.checks.training import accuracy_threshold, threshold_for
 from grader.evidence.evaluate import ModelEvaluation
 from grader.assignment.spec import load_spec
 from evidence_builder import (
@@ -24,7 +24,7 @@ from evidence_builder import (
     variant,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = load_spec(ROOT, "kadai8")
 PARAMS = {c.id: c.params for c in SPEC.checks}
 DATA = synthetic_data()
@@ -528,9 +528,11 @@ def test_accuracy_threshold_scalar_margin_and_no_floor() -> None:
 
 
 def accuracy(student_eval, reference_eval, budget="quick") -> Observation:
-    ev = None  # the check reads only the trusted evaluations
+    ev = None  # the check reads only the trusted evaluations and the threshold the batch decided
+    reference_accuracy = reference_eval.accuracy if reference_eval else None
+    threshold = threshold_for(ACCURACY, budget, reference_accuracy=reference_accuracy)
     return run("trusted_test_accuracy", ev, ev, check="model.test_accuracy", budget=budget,
-               student_eval=student_eval, reference_eval=reference_eval)
+               student_eval=student_eval, reference_eval=reference_eval, threshold=threshold)
 
 
 def test_trusted_test_accuracy_pass() -> None:

@@ -9,8 +9,8 @@ import unicodedata
 import pytest
 
 from conftest import FIXTURES, ROOT
-from grader import student_ids
-from grader.batch.grade import scan_submissions
+from grader.assignment import student_ids
+from grader.batch.plan import scan_submissions
 
 
 @pytest.mark.parametrize("name", ["s2601001", "課題8_山田太郎", "課題8_佐藤花子", "Taro Yamada", "ｶﾀｶﾅ", "a.b", "s-1_2"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -20,11 +21,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from grader.batch import grade
+from grader.commands import grade
 from grader.gradebook.store import GRADEBOOK_FILE, Gradebook
 from grader.isolation.workroot import OWNER_FILE, mounts_under
 
 from conftest import FIXTURES, ROOT
+from report_fixtures import JAPANESE, japanese_in_grader_text
 
 pytestmark = pytest.mark.slow
 
@@ -110,6 +112,26 @@ def test_an_unchanged_class_is_not_executed_again(klass):
     assert {s: (out / s / "report.html").stat().st_mtime_ns for s in CLASS} == reports  # nothing to redraw
     assert [r.to_dict() for r in again.results] == [r.to_dict() for r in klass["first"].results]
     assert (out / "index.html").is_file() and (out / "grades.csv").is_file()
+
+
+def test_grading_again_in_english_executes_nobody_and_writes_english(klass, tmp_path):
+    """The language is not an input: results are judged again from their kept evidence."""
+    english = tmp_path / "out-en"
+    shutil.copytree(klass["out"], english)
+    again = klass["run"](out=english, lang="en")
+    assert again.executed == [] and sorted(again.reused) == sorted(CLASS)
+    assert execution_counts(english) == {s: 1 for s in CLASS}
+    assert {r.student: (r.status, r.score) for r in again.results} == \
+        {r.student: (r.status, r.score) for r in klass["first"].results}
+    for result in again.results:
+        assert result.lang == "en" and japanese_in_grader_text(result) == [], result.student
+        html = (english / result.student / "report.html").read_text(encoding="utf-8")
+        assert '<html lang="en">' in html
+        graders_part = re.sub(r'<div class="answer">.*?</div>', "", html.split('<h2 id="notebook">')[0], flags=re.S)
+        assert not JAPANESE.search(graders_part.replace("考察", "")), result.student
+    with Gradebook.open(english) as book:
+        assert {row.result.lang for row in book.results("kadai8").values()} == {"en"}
+    assert '<html lang="en">' in (english / "index.html").read_text(encoding="utf-8")
 
 
 def test_forced_serial_regrade_equals_the_parallel_one_and_keeps_manual_scores(klass):

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from report_fixtures import build_class
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "build" / "screenshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -40,10 +39,9 @@ def browser(site):  # after `site`: Playwright's sync API keeps an event loop ru
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    out, results = build_class(tmp_path_factory.mktemp("site"))
+def site(report_class):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    return out, results
+    return report_class
 
 
 @pytest.fixture

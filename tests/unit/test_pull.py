@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from grader.cli import main as cli
-from grader.lms import pull
+from grader.commands import pull
 from grader.lms.pull import UnsafeArchiveError, ZipLimits
 
 DEADLINE = "2026-07-10T23:59:00+09:00"

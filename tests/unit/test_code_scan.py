@@ -10,7 +10,7 @@ import pytest
 
 from grader.judge.code_scan import RULES, scan_notebook, scan_source
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HONEST = sorted([*ROOT.glob("tests/fixtures/notebooks/*.ipynb"), *ROOT.glob("submissions/*.ipynb"),
                  ROOT / "reference/kadai8/reference.ipynb", ROOT / "assignments/kadai8/template.ipynb",
                  ROOT / "tests/fixtures/forgery/honest_extras.ipynb", ROOT / "tests/fixtures/forgery/lazy.ipynb"])
