@@ -200,7 +200,8 @@ def load_dataset(keras_home: Path) -> Dataset:
     ds = Dataset(*(read_idx(d / n) for n in DATA_FILES), *(read_idx(p / n) for n in PRIVATE_FILES))
     try:
         validate(ds)
-        validate(Dataset(ds.x_train, ds.y_train, ds.x_private, ds.y_private))
+        if ds.x_private is not None and ds.y_private is not None:
+            validate(Dataset(ds.x_train, ds.y_train, ds.x_private, ds.y_private))
     except DataInvalidError as e:
         raise DataInvalidError(f"{d}: {e}") from e
     return ds

@@ -26,7 +26,7 @@ from grader import __version__
 from grader.assignment.content import load_content
 from grader.assignment.data import dataset_dir, fingerprint, load_dataset
 from grader.assignment.spec import AssignmentSpec, load_spec
-from grader.assignment.student_ids import normalise
+from grader.assignment.student_ids import Refusal, normalise
 from grader.batch.plan import Planned, SubmissionScan, default_budget, plan_batch, scan_submissions  # noqa: F401 - re-exported
 from grader.batch.progress import BatchProgress, NoProgress
 from grader.engine.calibration import load_calibration

@@ -29,7 +29,7 @@ from grader.assignment.data import FINGERPRINT_FILE
 from grader.evidence.evaluate import ModelEvaluation, evaluate_training_model, predict_timeout
 from grader.evidence.reader import Evidence
 from grader.engine.execute import ExecutionResult, execute_notebook, write_harness_config
-from grader.assignment.known_data import GraderData
+from grader.evidence.known_data import GraderData
 from grader.isolation.launch import KernelJob, Launcher
 from grader.judge.integrity import check_integrity
 from grader.results import (

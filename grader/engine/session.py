@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from grader.assignment.data import Dataset
-from grader.assignment.known_data import GraderData
+from grader.evidence.known_data import GraderData
 from grader.assignment.spec import AssignmentSpec, Budget
 from grader.engine.pipeline import ReferenceRun, Session
 from grader.isolation.launch import Launcher

@@ -28,6 +28,7 @@ and then execs the sandbox: everything the job starts inherits the group, from t
 from __future__ import annotations
 
 import errno
+import contextlib
 import os
 import signal
 import time
@@ -60,10 +61,8 @@ class JobGroup:
     def pids(self) -> set[int]:
         found: set[int] = set()
         for procs in self.procs_files:
-            try:
+            with contextlib.suppress(OSError, ValueError):  # gone already, or mid-write
                 found |= {int(p) for p in procs.read_text().split()}
-            except (OSError, ValueError):
-                pass
         return found
 
     def oom_kills(self) -> int:
@@ -96,10 +95,8 @@ class JobGroup:
             if not pids:
                 return
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.05)
 
     def remove(self) -> None:
@@ -318,10 +315,8 @@ def _key_values(path: Path) -> dict[str, int]:
     values = {}
     for line in _read(path).splitlines():
         key, _, value = line.partition(" ")
-        try:
+        with contextlib.suppress(ValueError):
             values[key] = int(value)
-        except ValueError:
-            pass
     return values
 
 

@@ -13,7 +13,7 @@ import sys
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 KERNEL_DIR = Path(__file__).resolve().parent.parent / "kernel"
 
@@ -133,7 +133,7 @@ class LocalLauncher:
 
     name = "none (--no-sandbox)"
     needs_ipc = False
-    limits_in_force = {"memory": "none: no sandbox, no cgroup, no rlimits (--no-sandbox)"}
+    limits_in_force: ClassVar[dict[str, str]] = {"memory": "none: no sandbox, no cgroup, no rlimits (--no-sandbox)"}
 
     def setup_job(self, job: KernelJob) -> None:
         job.create()

@@ -35,6 +35,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from grader.isolation.cgroups import Cgroups, GroupLimits, JobGroup, enter_script
 from grader.isolation.cgroups import detect as detect_cgroups
@@ -103,7 +104,7 @@ class BwrapLauncher:
     """bubblewrap + cgroup or prlimit (+ setpriv when root). See the module docstring for the layers."""
 
     def __init__(self, *, policy: SandboxPolicy, limits: SandboxLimits, as_root: bool,
-                 cgroups: Cgroups | None | bool = True) -> None:
+                 cgroups: Cgroups | bool | None = True) -> None:
         self.policy = policy
         self.limits = limits
         self.as_root = as_root
@@ -346,7 +347,8 @@ class UnshareLauncher:
     """Last resort: a private network namespace (and PID namespace) via util-linux `unshare`."""
 
     needs_ipc = True
-    limits_in_force = {"memory": "none: network and PID namespaces only, no cgroup, no rlimits"}
+    limits_in_force: ClassVar[dict[str, str]] = {
+        "memory": "none: network and PID namespaces only, no cgroup, no rlimits"}
 
     def __init__(self, *, as_root: bool) -> None:
         self.as_root = as_root

@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from grader.evidence.reader import Evidence
+from grader.i18n import t
 
 # What to write instead of each bridged Keras 2 API: (ja, en).
 BRIDGED: dict[str, tuple[str, str]] = {
@@ -83,19 +84,7 @@ MOVED_LAYERS = (
 
 # Import names of the packages Google Colab's runtime ships (its preinstalled list, the ones
 # notebooks import). A ModuleNotFoundError for one of these is the grader's gap, not the student's.
-COLAB_MODULES = frozenset("""
-    absl altair astropy bs4 bokeh cachetools cloudpickle cv2 cvxpy cycler dask datasets dateutil
-    dill diffusers docutils einops flax folium gdown gensim google google.colab graphviz gspread
-    h5py holidays html5lib httpx huggingface_hub imageio imblearn IPython ipywidgets jax jaxlib jieba
-    jinja2 joblib jsonschema keras keras_hub kiwisolver librosa lightgbm lxml markdown matplotlib
-    mizani ml_dtypes mpl_toolkits multiprocess nbformat networkx nltk numba numexpr numpy oauth2client
-    openai openpyxl opencv optax optree packaging pandas pandas_gbq patsy peft PIL plotly plotnine
-    polars portpicker prophet psutil pyarrow pydantic pydot pygments pymc pyparsing pytz requests
-    rich scipy seaborn sentence_transformers shapely six skimage sklearn soundfile spacy sqlalchemy
-    statsmodels sympy tables tabulate tensorboard tensorflow tensorflow_datasets tensorflow_hub
-    tensorflow_probability termcolor tf_keras tifffile timm tokenizers toolz torch torchaudio
-    torchvision tqdm transformers typing_extensions umap wordcloud xarray xgboost yaml yfinance
-""".split())
+COLAB_MODULES = frozenset(["absl", "altair", "astropy", "bs4", "bokeh", "cachetools", "cloudpickle", "cv2", "cvxpy", "cycler", "dask", "datasets", "dateutil", "dill", "diffusers", "docutils", "einops", "flax", "folium", "gdown", "gensim", "google", "google.colab", "graphviz", "gspread", "h5py", "holidays", "html5lib", "httpx", "huggingface_hub", "imageio", "imblearn", "IPython", "ipywidgets", "jax", "jaxlib", "jieba", "jinja2", "joblib", "jsonschema", "keras", "keras_hub", "kiwisolver", "librosa", "lightgbm", "lxml", "markdown", "matplotlib", "mizani", "ml_dtypes", "mpl_toolkits", "multiprocess", "nbformat", "networkx", "nltk", "numba", "numexpr", "numpy", "oauth2client", "openai", "openpyxl", "opencv", "optax", "optree", "packaging", "pandas", "pandas_gbq", "patsy", "peft", "PIL", "plotly", "plotnine", "polars", "portpicker", "prophet", "psutil", "pyarrow", "pydantic", "pydot", "pygments", "pymc", "pyparsing", "pytz", "requests", "rich", "scipy", "seaborn", "sentence_transformers", "shapely", "six", "skimage", "sklearn", "soundfile", "spacy", "sqlalchemy", "statsmodels", "sympy", "tables", "tabulate", "tensorboard", "tensorflow", "tensorflow_datasets", "tensorflow_hub", "tensorflow_probability", "termcolor", "tf_keras", "tifffile", "timm", "tokenizers", "toolz", "torch", "torchaudio", "torchvision", "tqdm", "transformers", "typing_extensions", "umap", "wordcloud", "xarray", "xgboost", "yaml", "yfinance"])
 
 _MISSING = re.compile(r"No module named '([A-Za-z0-9_.]+)'")
 
@@ -110,14 +99,13 @@ def bridge_notes(evidence: Evidence | None, lang: str) -> list[str]:
             seen.append(api)
     notes = []
     for api in seen:
-        text = BRIDGED.get(api) or tuple(t.format(api=api) for t in MOVED_LAYERS)
-        prefix = "Keras 2 の書き方（採点では読み替えて実行）: " if ja else "Keras 2 code (bridged for grading): "
-        notes.append(prefix + (text[0] if ja else text[1]))
+        text = BRIDGED.get(api) or tuple(text.format(api=api) for text in MOVED_LAYERS)
+        notes.append(t("note.bridge_prefix", lang) + text[0 if ja else 1])
     return notes
 
 
 def bridged_apis(evidence: Evidence | None) -> list[str]:
-    return sorted({e.get("api") for e in (evidence.of("bridge") if evidence else []) if isinstance(e.get("api"), str)})
+    return sorted({str(e["api"]) for e in (evidence.of("bridge") if evidence else []) if isinstance(e.get("api"), str)})
 
 
 def missing_module(error: Any) -> str | None:
@@ -136,7 +124,6 @@ def in_colab(module: str) -> bool:
 
 def import_notes(errors: list[Any], lang: str) -> list[str]:
     """Why an import failed: not in Colab either (the notebook's), or in Colab but not here (ours)."""
-    ja = lang != "en"
     notes, seen = [], set()
     for error in errors:
         module = missing_module(error)
@@ -144,19 +131,9 @@ def import_notes(errors: list[Any], lang: str) -> list[str]:
             continue
         seen.add(module)
         if module == "google.colab" or module.startswith("google.colab."):
-            notes.append(
-                "`google.colab`（drive.mount など）は Colab の中でだけ動きます。採点環境にはないので、"
-                "データは keras.datasets から読み込み、Colab 専用のセルは提出前に消してください。" if ja else
-                "`google.colab` (drive.mount etc.) works only inside Colab. The grader has none: load data "
-                "with keras.datasets and remove Colab-only cells before handing in.")
+            notes.append(t("note.import_colab_only", lang))
         elif in_colab(module):
-            notes.append(
-                f"`{module}` は Google Colab にはありますが採点環境にありません（採点システム側の不足です。TA が確認します）。"
-                if ja else f"`{module}` is on Google Colab but missing from the grading kernel (the grader's gap; a TA will check).")
+            notes.append(t("note.import_missing_here", lang, module=module))
         else:
-            notes.append(
-                f"`{module}` は Google Colab にも入っていないパッケージです（`!pip install` が必要なもの）。"
-                "採点環境ではインストールできないので、使わずに書いてください。" if ja else
-                f"`{module}` is not on Google Colab either (it needs `!pip install`). "
-                "The grader cannot install packages: write the notebook without it.")
+            notes.append(t("note.import_not_in_colab", lang, module=module))
     return notes

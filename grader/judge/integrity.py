@@ -36,9 +36,10 @@ import numpy as np
 from grader.judge.code_scan import describe, scan_notebook
 from grader.evidence.evaluate import ModelEvaluation
 from grader.evidence.reader import Evidence
-from grader.assignment.known_data import GraderData, public_images_in
+from grader.evidence.known_data import GraderData, public_images_in
 from grader.kernel.grader_kernel import image_hashes, image_signatures
-from grader.results import FLAGGED, StudentResult
+from grader.i18n import t
+from grader.results import FLAGGED, MANUAL, StudentResult
 
 DEFAULT_GAP_Z = 4.0
 DEFAULT_TRAINED_ON_TEST_MIN = 10
@@ -47,35 +48,6 @@ DEFAULT_TRAINED_ON_TEST_MIN = 10
 GEOMETRIC = {"rotation_range", "width_shift_range", "height_shift_range", "shear_range", "zoom_range",
              "horizontal_flip", "vertical_flip", "fill_mode", "interpolation_order", "data_format", "dtype"}
 
-TEXT: dict[str, tuple[str, str]] = {
-    "code": ("コード（セル {cell}、{line} 行目）：{what}：{code}", "code (cell {cell}, line {line}): {what}: {code}"),
-    "accuracy.gap": ("公開テスト画像（ノートブックの x_test）の正解率 {public:.3f} が非公開テスト画像の {private:.3f} より"
-                     "偶然では説明できないほど高い（z = {z:.1f} > {bound:g}）：テストデータで学習した疑い",
-                     "accuracy on the public test images (the notebook's x_test) {public:.3f} is above the private "
-                     "images' {private:.3f} by more than chance allows (z = {z:.1f} > {bound:g}): trained on the test set"),
-    "evidence.trained_on_test": ("学習に渡したデータに公開テスト画像（またはその加工コピー）が {count} 枚含まれています",
-                                 "training calls were fed {count} public test images (or altered copies)"),
-    "evidence.batch_not_from_data": ("flow #{flow} の最初のバッチの元画像 {count}/{n} 枚がデータセットの画像ではありません",
-                                     "flow #{flow}: {count} of {n} originals of the first batch are not data set images"),
-    "evidence.batch_not_a_transform": ("flow #{flow} の最初のバッチ {count}/{n} 枚が元画像の回転・反転などとして説明できません",
-                                       "flow #{flow}: {count} of {n} first-batch images are no rotation/flip/shift of their originals"),
-    "evidence.flow_length": ("flow #{flow} の長さ {length} が画像 {samples} 枚・バッチ {batch} と合いません",
-                             "flow #{flow}: length {length} does not match {samples} images in batches of {batch}"),
-    "evidence.split_sizes": ("train_test_split の出力 {outputs} が入力 {inputs} 枚と合いません",
-                             "train_test_split outputs {outputs} do not add up to its {inputs} inputs"),
-    "evidence.beyond_budget": ("fit #{fit} が予算（{what}）を超えて学習したと記録されています",
-                               "fit #{fit} is recorded as training beyond the budget ({what})"),
-    "model.params": ("保存モデルのパラメータ数 {file} が fit #{fit} の記録 {claimed} と違います",
-                     "the saved model has {file} parameters, fit #{fit} recorded {claimed}"),
-    "model.saved_steps": ("保存モデルの学習ステップ数 {file} が記録 {claimed} と違います",
-                          "the saved model's optimizer step counter is {file}, the harness recorded {claimed}"),
-    "model.untraced_steps": ("保存モデルは {file} ステップ学習されていますが、記録された学習は全部で {recorded} ステップです",
-                             "the saved model took {file} optimizer steps; all recorded training took {recorded}"),
-    "model.beyond_budget": ("保存モデルの学習ステップ数 {file} が予算の合計 {total} を超えています",
-                            "the saved model took {file} optimizer steps, more than the budget's {total} in all"),
-    "model.untrained": ("保存モデルの重みが初期値のままです（バイアスがすべて 0）が、fit #{fit} は {steps} ステップ学習したと記録されています",
-                        "the saved model's weights are at their initial values (every bias is 0) although fit #{fit} recorded {steps} steps"),
-}
 
 
 @dataclass
@@ -110,9 +82,13 @@ def findings_key(findings: list[dict[str, Any]]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def _number(value: Any) -> int:
+    """An event's object number, or -1 (matches nothing) when the event carries something else."""
+    return value if isinstance(value, int) else -1
+
+
 def _text(key: str, lang: str, **args: Any) -> str:
-    ja, en = TEXT[key]
-    return (en if lang == "en" else ja).format(**args)
+    return t(f"integrity.{key}", lang, **args)
 
 
 # ---------------------------------------------------------------- the checks
@@ -209,8 +185,8 @@ def batch_findings(evidence: Evidence, data: GraderData, lang: str) -> list[Find
             found.append(Finding("evidence.batch_not_from_data", "evidence",
                                  _text("evidence.batch_not_from_data", lang, **detail), detail))
             continue
-        flow = evidence.flow(batch.get("flow")) or {}
-        params = (evidence.datagen(flow.get("datagen")) or {}).get("params") or {}
+        flow = evidence.flow(_number(batch.get("flow"))) or {}
+        params = (evidence.datagen(_number(flow.get("datagen"))) or {}).get("params") or {}
         implausible = _implausible(originals, produced, params)
         if implausible is not None and implausible * 2 > n:
             detail = {"flow": batch.get("flow"), "count": implausible, "n": n}
@@ -282,11 +258,7 @@ def model_findings(evidence: Evidence, evaluation: ModelEvaluation, budget: dict
 
 # ---------------------------------------------------------------- holding points for review
 def under_review_text(lang: str, decision: str | None = None) -> str:
-    if decision == "rejected":
-        return ("確認の結果、自動採点の点数は認められませんでした。詳しくは TA に問い合わせてください。" if lang != "en" else
-                "After review, the automatic points were not granted. Please ask a TA for details.")
-    return ("この提出物は確認中です。確認が終わるまで自動採点の点数は保留されます。" if lang != "en" else
-            "This submission is under review; its automatic points are held until the review is done.")
+    return t("integrity.rejected" if decision == "rejected" else "integrity.under_review", lang)
 
 
 def hold_for_review(result: StudentResult, decision: dict[str, Any] | None = None) -> StudentResult:
@@ -296,15 +268,15 @@ def hold_for_review(result: StudentResult, decision: dict[str, Any] | None = Non
     integrity = result.integrity
     if not integrity or integrity.get("ok", True):
         return result
-    applies = decision is not None and decision.get("key") == integrity.get("key")
+    applies = decision if decision is not None and decision.get("key") == integrity.get("key") else None
     result = copy.deepcopy(result)
-    result.integrity = {**integrity, "review": dict(decision) if applies else None}
-    if applies and decision.get("decision") == "accepted":
+    result.integrity = {**integrity, "review": dict(applies) if applies else None}
+    if applies and applies.get("decision") == "accepted":
         return result
     held = 0
-    text = under_review_text(result.lang, decision.get("decision") if applies else None)
+    text = under_review_text(result.lang, applies.get("decision") if applies else None)
     for check in result.checks:
-        if check.points and check.status != "manual":
+        if check.points and check.status != MANUAL:
             held += check.points
             check.held = {"points": check.points, "status": check.status}
             check.points = 0

@@ -340,7 +340,7 @@ def write_class_outputs(results: Iterable[StudentResult], out_dir: Path, *, lang
 
 
 def render_class_page(results: list[StudentResult], *, lang: str, title: str, budget_summary: str,
-                      similarity: dict[str, Any] | None = None, refused: list[tuple[str, str]] = ()) -> str:
+                      similarity: dict[str, Any] | None = None, refused: Iterable[tuple[str, str]] = ()) -> str:
     fig_lang = figures.label_lang(lang)
     checks = results[0].checks if results else []
     reference = next((r.reference for r in results if r.reference), {})

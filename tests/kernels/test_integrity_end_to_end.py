@@ -20,7 +20,7 @@ from grader.assignment.data import load_dataset
 from grader.evidence.evaluate import ModelEvaluation
 from grader.evidence.reader import Evidence
 from grader.judge.integrity import check_integrity
-from grader.assignment.known_data import GraderData
+from grader.evidence.known_data import GraderData
 from grader.assignment.spec import load_spec
 
 pytestmark = pytest.mark.slow

@@ -394,5 +394,5 @@ def test_keras_reads_what_we_write(tmp_path: Path, synth: Dataset) -> None:
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     shapes = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert shapes[:4] == [[300, 28, 28], [300], [50, 28, 28], [50]]
+    assert shapes[:4] == [[300, 28, 28], [300], [20, 28, 28], [20]]  # the public half of 5 per class: 2 each
     assert shapes[4:] == ["uint8", int(synth.x_train.sum()), synth.y_train[:10].tolist()]

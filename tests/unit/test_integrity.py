@@ -19,7 +19,9 @@ from grader.evidence.evaluate import ModelEvaluation, gap_statistic, predict_tim
 from grader.gradebook.store import Gradebook
 from grader.judge.integrity import accuracy_gap, check_integrity, evidence_findings, hold_for_review, model_findings
 from grader.kernel.grader_kernel import image_hashes, image_signatures
-from grader.assignment.known_data import GraderData, nearest
+from grader.evidence.known_data import GraderData, nearest
+from grader.assignment.content import load_content
+
 from grader.report.pages import render_student_report
 from grader.review.app import create_app
 from grader.gradebook.reviews import ReviewStore
@@ -197,7 +199,7 @@ def test_a_flagged_result_holds_every_automatic_point_and_says_only_under_review
 def test_the_student_report_says_under_review_and_nothing_of_the_findings(graded_class) -> None:
     _, out, results = graded_class
     held = hold_for_review(flagged(results["s001_pass"]))
-    html = render_student_report(held, out / "s001_pass")
+    html = render_student_report(held, out / "s001_pass", load_content(ROOT / "assignments" / "kadai8"))
     assert "確認中" in html and "保留" in html
     assert FINDING["message"] not in html and "code.introspect" not in html
 
@@ -228,7 +230,7 @@ def test_flagged_students_come_first_on_the_class_page_and_in_the_review_app(rev
     attention = index[index.index('id="attention"'):index.index('id="distribution"')]
     assert attention.index("s001_pass") < min(attention.index(s) for s in results if s != "s001_pass" and s in attention)
     assert "不正の疑い" in attention and FINDING["message"] in attention  # the class page is the TA's
-    assert list(grades(out))[0] == "s001_pass" and grades(out)["s001_pass"]["status"] == "flagged"
+    assert next(iter(grades(out))) == "s001_pass" and grades(out)["s001_pass"]["status"] == "flagged"
     page = client.get("/").get_data(as_text=True)
     assert page.index("s001_pass") < page.index("s002")
     student = client.get("/student/s001_pass").get_data(as_text=True)

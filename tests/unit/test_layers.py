@@ -108,8 +108,9 @@ def test_imports_go_down_the_layers_never_up_or_sideways():
 
 def test_the_kernel_imports_nothing_from_the_grader():
     for name, targets in graph().items():
-        if unit(name) == "kernel":
-            assert not targets, f"{name} runs in untrusted kernels and must stand alone: {sorted(targets)}"
+        if unit(name) == "kernel":  # its modules may use each other (they sit side by side on the kernel's path)
+            outside = sorted(t for t in targets if unit(t) != "kernel")
+            assert not outside, f"{name} runs in untrusted kernels and must stand alone: {outside}"
 
 
 def test_no_import_cycles():

@@ -59,7 +59,7 @@ def test_command_starts_from_an_empty_root_and_binds_only_the_allowlist(tmp_path
     assert not [p for p in binds if p in ("/root", "/home", "/work", "/opt", "/var", "/etc", str(ROOT), "/etc/shadow")
                 or p.startswith(("/etc/ssh", "/etc/shadow", "/etc/gshadow", str(tmp_path / "secret")))]
     assert "/etc/machine-id" not in binds and "/etc/ld.so.cache" in binds
-    assert ["--reuid=61999", "--regid=61999"] == [a for a in command if a.startswith(("--reuid", "--regid"))]
+    assert [a for a in command if a.startswith(("--reuid", "--regid"))] == ["--reuid=61999", "--regid=61999"]
     assert "--unshare-net" in command and "--die-with-parent" in command and "--clearenv" in command
     assert any(a.startswith("--as=") for a in command) and any(a.startswith("--nproc=") for a in command)
 

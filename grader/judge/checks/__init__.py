@@ -49,7 +49,7 @@ class CheckContext:
     notebook: Any = None  # the submitted notebook (nbformat node), read as data
     threshold: AccuracyThreshold | None = None  # for trusted_test_accuracy (grader.judge.threshold)
     dataset_hashes: DatasetHashes | None = None  # for data_source: what the grader's data set looks like
-    known: Any = None  # grader.assignment.known_data.GraderData: the grader's own images (exact and near-copy lookups)
+    known: Any = None  # grader.evidence.known_data.GraderData: the grader's own images (exact and near-copy lookups)
 
 
 @dataclass(frozen=True)

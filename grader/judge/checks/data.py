@@ -104,11 +104,11 @@ def split_sizes(ctx: CheckContext) -> Observation:
 
 def _overlap(evidence: Evidence, test_hashes: np.ndarray, known: Any = None) -> int | None:
     """How many test images were in training or validation data. With the grader's own images
-    (`known`, grader.assignment.known_data): distinct public test images, exact or near copies (±1/255,
+    (`known`, grader.evidence.known_data): distinct public test images, exact or near copies (±1/255,
     rescaled), over every training call (each fit, train_on_batch); otherwise exact copies in the
     counted fit."""
     if known is not None:
-        from grader.assignment.known_data import public_images_in
+        from grader.evidence.known_data import public_images_in
 
         touched = public_images_in(evidence, known, validation=True)
         return None if touched is None else len(touched)

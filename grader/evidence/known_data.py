@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from typing import Any
+
 import numpy as np
 
 from grader.assignment.data import Dataset
