@@ -224,8 +224,8 @@ def integrity_page(app: Flask, review: ClassReview, *, token: str) -> None:
         if errors:
             return review.student_page(student, results, token=token, reviewer=name, errors=errors), 400
         with ReviewStore(out) as store:
-            store.set_integrity_decision(spec.id, student, key=(results[student].integrity or {})["key"], decision=decision,
-                                         reason=reason, reviewer=name)
+            key = (results[student].integrity or {})["key"]
+            store.set_integrity_decision(spec.id, student, key=key, decision=decision, reason=reason, reviewer=name)
         republish(out, review.project_root, review.assignment, [student])
         response = redirect(url_for("student", student=student, saved=1))
         response.set_cookie(REVIEWER_COOKIE, name, httponly=True, samesite="Strict")
