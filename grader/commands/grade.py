@@ -45,7 +45,7 @@ from grader.report import write_class_outputs, write_student_report
 from grader.results import GRADER_ERROR, StudentResult
 from grader.sandbox import SandboxLimits, SandboxPolicy, choose_launcher
 from grader.spec import AssignmentSpec, Budget, load_spec
-from grader.student_ids import Refusal, group_sources, normalise
+from grader.student_ids import Refusal, escaped, group_sources, normalise
 from grader.verdicts import judge, not_run_results, observe
 from grader.workroot import exclusive_output, work_root
 
@@ -102,8 +102,13 @@ def scan_submissions(folder: Path) -> SubmissionScan:
         raise ConfigError(f"submissions folder not found: {folder}")
     named: dict[str, list[str]] = {}
     notebook_of: dict[str, Path] = {}
+    links: list[Refusal] = []
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.is_symlink():
+        if path.name.startswith("."):
+            continue
+        if path.is_symlink():  # it could point anywhere the grader may read
+            if path.suffix == ".ipynb" or path.is_dir():
+                links.append(Refusal(escaped(path.name), "リンクは採点しません / a link: not followed"))
             continue
         if path.is_file() and path.suffix == ".ipynb":
             named.setdefault(path.stem, []).append(path.name)
@@ -114,6 +119,7 @@ def scan_submissions(folder: Path) -> SubmissionScan:
                 named.setdefault(path.name, []).append(path.name + "/")
                 notebook_of[path.name] = max(notebooks, key=lambda p: (p.stat().st_mtime, p.name))
     usable, refused = group_sources(named)
+    refused = sorted(refused + links, key=lambda r: r.name)
     for refusal in refused:
         log.warning("not graded: %s — %s", refusal.name, refusal.reason)
     return SubmissionScan([Submission(student, notebook_of[raw]) for student, raw in sorted(usable.items())], refused)

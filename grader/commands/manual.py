@@ -16,6 +16,7 @@ from grader.errors import ConfigError
 from grader.gradebook import GRADEBOOK_FILE, Gradebook, ManualScore
 from grader.review_store import ReviewStore, republish
 from grader.spec import load_spec
+from grader.student_ids import normalise
 
 
 @dataclass
@@ -34,6 +35,7 @@ def main(*, out: Path, project_root: Path, assignment: str, student: str | None 
     with Gradebook.open(out) as book:
         if student is None:
             return ManualOutcome(book.manual_scores(spec.id))
+        student = normalise(student)  # ids are NFC (grader.student_ids); a macOS terminal may type NFD
         stored = book.result(spec.id, student)
         if stored is None:
             raise ConfigError(f"{student} has no result in {out}")
