@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Iterable
 
 from grader.assignment.spec import AssignmentSpec
-from grader.assignment.student_ids import Refusal, group_sources
+from grader.assignment.student_ids import Refusal, escaped, group_sources
 from grader.engine.pipeline import Submission
 from grader.errors import ConfigError
 from grader.gradebook.store import ResultRow
+from grader.i18n import t
 from grader.isolation.machine import gpu_available
 
 log = logging.getLogger("grader.grade")
@@ -51,8 +52,13 @@ def scan_submissions(folder: Path) -> SubmissionScan:
         raise ConfigError(f"submissions folder not found: {folder}")
     named: dict[str, list[str]] = {}
     notebook_of: dict[str, Path] = {}
+    links: list[Refusal] = []
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.is_symlink():
+        if path.name.startswith("."):
+            continue
+        if path.is_symlink():  # it could point anywhere the grader may read
+            if path.suffix == ".ipynb" or path.is_dir():
+                links.append(Refusal(escaped(path.name), t("refusal.link", "ja") + " / " + t("refusal.link", "en")))
             continue
         if path.is_file() and path.suffix == ".ipynb":
             named.setdefault(path.stem, []).append(path.name)
@@ -63,6 +69,7 @@ def scan_submissions(folder: Path) -> SubmissionScan:
                 named.setdefault(path.name, []).append(path.name + "/")
                 notebook_of[path.name] = max(notebooks, key=lambda p: (p.stat().st_mtime, p.name))
     usable, refused = group_sources(named)
+    refused = sorted(refused + links, key=lambda r: r.name)
     for refusal in refused:
         log.warning("not graded: %s — %s", refusal.name, refusal.reason)
     return SubmissionScan([Submission(student, notebook_of[raw]) for student, raw in sorted(usable.items())], refused)

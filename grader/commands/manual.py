@@ -17,6 +17,7 @@ from grader.assignment.spec import load_spec
 from grader.gradebook.publish import republish
 from grader.gradebook.reviews import ReviewStore
 from grader.gradebook.store import GRADEBOOK_FILE, Gradebook, ManualScore
+from grader.assignment.student_ids import normalise
 
 
 @dataclass
@@ -35,6 +36,7 @@ def main(*, out: Path, project_root: Path, assignment: str, student: str | None 
     with Gradebook.open(out) as book:
         if student is None:
             return ManualOutcome(book.manual_scores(spec.id))
+        student = normalise(student)  # ids are NFC (grader.assignment.student_ids); a macOS terminal may type NFD
         stored = book.result(spec.id, student)
         if stored is None:
             raise ConfigError(f"{student} has no result in {out}")

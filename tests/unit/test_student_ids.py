@@ -53,11 +53,12 @@ def test_a_submissions_folder_is_scanned_into_submissions_and_refusals(tmp_path)
                  "x\n.ipynb", "A.ipynb", "a.ipynb", "folder/one.ipynb", "folder/two.ipynb"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text("{}", encoding="utf-8")
+    (tmp_path / "linked.ipynb").symlink_to(tmp_path / "s2601001.ipynb")
     scan = scan_submissions(tmp_path)
     assert [s.student for s in scan.submissions] == ["folder", "s2601001", "課題8_佐藤花子", "課題8_山田太郎"]
     assert {s.student: s.path.name for s in scan.submissions}["s2601001"] == "s2601001.ipynb"
-    assert sorted(r.name for r in scan.refused) == ["A.ipynb", "a.ipynb", "index.html.ipynb", "s2601001\\u3000.ipynb",
-                                                    "x\\u000a.ipynb"]
+    assert sorted(r.name for r in scan.refused) == ["A.ipynb", "a.ipynb", "index.html.ipynb", "linked.ipynb",
+                                                    "s2601001\\u3000.ipynb", "x\\u000a.ipynb"]
 
 
 def test_everything_grade_review_and_similarity_write_at_the_top_level_is_reserved(graded_batch, tmp_path):
