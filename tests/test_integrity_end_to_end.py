@@ -119,7 +119,7 @@ def test_a_pathological_model_is_stopped_within_about_a_minute(forgery_batch):
     result = results["slow_model"]
     evaluation = result.evaluation
     assert evaluation["predict_timed_out"] and evaluation["accuracy"] is None
-    assert 60 <= evaluation["predict_timeout_s"] <= 120
+    assert 60 <= evaluation["predict_timeout_s"] <= 100  # 5 × the reference's own prediction, at least 60 s
     assert evaluation["predict_seconds"] <= evaluation["predict_timeout_s"] + 15
     accuracy = check(result, "model.test_accuracy")
     assert accuracy.status == "not_run" and "打ち切りました" in accuracy.message
