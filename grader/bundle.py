@@ -33,6 +33,7 @@ from typing import Any
 
 from grader import __version__
 from grader.errors import GraderError
+from grader.kernel import harness_source
 from grader.selfcheck.engine import PUBLIC_FIELDS, SELF_CHECK_BUDGET, SUMMARY_KEYS, public_spec
 from grader.spec import load_spec
 
@@ -113,7 +114,7 @@ def source_key(project_root: Path, assignment: str) -> str:
     digest = hashlib.sha256()
     for part in (
         spec.reference.read_bytes(),
-        (PACKAGE_DIR / "kernel" / "grader_kernel.py").read_bytes(),
+        harness_source(),
         json.dumps({"caps": spec.budget(SELF_CHECK_BUDGET).caps(), "seed": spec.seed}, sort_keys=True).encode(),
         json.dumps({"fields": PUBLIC_FIELDS, "summary": SUMMARY_KEYS}, sort_keys=True).encode(),
     ):

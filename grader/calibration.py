@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from grader.kernel import grader_kernel
+from grader.kernel import harness_source
 from grader.reference import library_versions
 from grader.spec import AssignmentSpec, Budget
 
@@ -33,7 +33,7 @@ def calibration_key(spec: AssignmentSpec, budget: Budget, data_fingerprint: str)
     digest = hashlib.sha256()
     for part in (
         spec.reference.read_bytes(),
-        Path(grader_kernel.__file__).read_bytes(),
+        harness_source(),
         json.dumps(budget.caps(), sort_keys=True).encode(),
         json.dumps(library_versions(), sort_keys=True).encode(),
         data_fingerprint.encode(),

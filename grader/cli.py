@@ -94,6 +94,8 @@ def grade(assignment: str, submissions: Path, out: Path, budget: str | None, job
                f"unchanged) in {summary.seconds:.1f} s; budget {summary.budget}, {summary.jobs} jobs × "
                f"{summary.threads} threads, sandbox {summary.sandbox or '— (nothing executed)'}")
     click.echo(f"reference accuracy {reference}, {threshold} → {summary.out_dir / 'index.html'}")
+    for refusal in summary.refused:
+        click.echo(f"not graded: {refusal.name} — {refusal.reason}", err=True)
 
 
 @main.command()
@@ -223,6 +225,8 @@ def doctor() -> None:
         stdout.print(f"{mark} {layer.name:<32} {layer.why}", highlight=False)
     stdout.print(f"grading will use: [bold]{report.chosen}[/]" if report.chosen else
                  f"[bold red]no sandbox available[/]: {report.problem}", highlight=False)
+    for kind, text in report.limits.items():
+        stdout.print(f"  {kind:<10} {text}", highlight=False)
     sys.exit(0 if report.chosen else 1)
 
 

@@ -79,12 +79,20 @@ def predict_timeout(reference_seconds: float | None, *, min_s: float, factor: fl
 
 
 def input_scale_for(evidence: Evidence, fit: dict[str, Any]) -> float:
-    """Feed test images on the scale the student trained on (0–1 or 0–255)."""
+    """Feed test images on the scale the model trained on (0–1 or 0–255).
+
+    For a generator that is what it yielded (its first batch, after `rescale`), not what was
+    passed to flow(): ImageDataGenerator(rescale=1/255) on raw pixels trains on 0–1.
+    """
     summary = fit.get("train_x") or {}
+    peak = summary.get("max")
     if fit.get("input", {}).get("kind") == "flow":
         flow = evidence.flow(fit["input"].get("flow")) or {}
-        summary = flow.get("x") or summary
-    peak = summary.get("max")
+        batch = (evidence.batch(flow.get("flow")) or {}).get("x") or {}
+        rescale = ((evidence.datagen(flow.get("datagen")) or {}).get("params") or {}).get("rescale")
+        peak = batch.get("max", (flow.get("x") or summary).get("max"))
+        if not batch and isinstance(peak, (int, float)) and isinstance(rescale, (int, float)) and rescale:
+            peak *= rescale
     return 1.0 if isinstance(peak, (int, float)) and peak > 1.5 else 1.0 / 255.0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import re
 import shutil
 import stat
 import zipfile
@@ -26,6 +27,29 @@ MAX_EVENTS_BYTES = 20_000_000
 MAX_ARRAY_FILE_BYTES = 50_000_000
 MAX_ARRAY_BYTES = 500_000_000  # uncompressed, per .npz: a small file must not inflate without bound
 MAX_EVENTS = 50_000
+
+
+# The harness writes arrays as `<name>.npz` and models as `model_fit<n>.keras` (both zip archives);
+# nothing else leaves the job folder, whatever a student's code gets the recorder to vouch for (an
+# .html page would otherwise be exported next to the report). A new harness file must match this.
+EVIDENCE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}\.(?:npz|keras)")
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def harness_file_name(name: Any) -> bool:
+    return isinstance(name, str) and EVIDENCE_NAME.fullmatch(name) is not None
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(magic)) == magic
+    except OSError:
+        return False
+
+
+def _shown(name: str) -> str:
+    return ascii(name)[1:-1][:120]
 
 
 def regular_file(path: Path, max_bytes: int) -> bool:
@@ -102,9 +126,15 @@ class Evidence:
         names = sorted(self.digests) if self.digests is not None else sorted(
             e.name for e in os.scandir(self.dir) if e.name != EVENTS_FILE)
         for name in names:
+            if not harness_file_name(name):
+                skipped.append(f"{_shown(name)} (not a file name or type the harness writes)")
+                continue
             path = self.safe_path(name, max_bytes=max_total_bytes)
             if path is None:
                 skipped.append(f"{name} (missing, altered, a link or too large)")
+                continue
+            if not _starts_with(path, ZIP_MAGIC):
+                skipped.append(f"{name} (not the archive its name says)")
                 continue
             size = path.stat().st_size
             if total + size > max_total_bytes:
@@ -114,7 +144,8 @@ class Evidence:
             shutil.copyfile(path, target / name, follow_symlinks=False)
         if self.digests is not None:
             strays = sorted(e.name for e in os.scandir(self.dir) if e.name != EVENTS_FILE and e.name not in self.digests)
-            skipped += [f"{name} (not written by the grader's harness)" for name in strays if not name.startswith(".")]
+            skipped += [f"{_shown(name)} (not written by the grader's harness)" for name in strays
+                        if not name.startswith(".")]
         return skipped
 
     # -- queries ------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import nbformat
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbformat.v4 import output_from_msg
 
 from grader.launch import KernelJob, Launcher
 
@@ -40,6 +41,9 @@ class ExecutionResult:
     timeout_scope: str | None = None  # "cell" or "notebook"
     truncated_cells: list[int] = field(default_factory=list)
     kernel_died: bool = False
+    memory_kills: int = 0  # processes the job's memory cgroup killed (set by the pipeline)
+    memory_limit_mb: int | None = None
+    memory_peak_mb: int | None = None  # the job's cgroup high-water mark (kernel, its children, its tmpfs)
     start_failure: str | None = None
     errors: list[CellError] = field(default_factory=list)
     notebook: Any = None
@@ -50,6 +54,9 @@ class ExecutionResult:
             "timed_out": self.timed_out,
             "timeout_scope": self.timeout_scope,
             "kernel_died": self.kernel_died,
+            "memory_exceeded": self.memory_kills > 0,
+            "memory_kills": self.memory_kills,
+            "memory_peak_mb": self.memory_peak_mb,
             "start_failure": self.start_failure,
             "truncated_cells": self.truncated_cells,
             "errors": [e.__dict__ for e in self.errors],
@@ -85,10 +92,19 @@ class SeamKernelManager(AsyncKernelManager):
 
 
 class CappedNotebookClient(NotebookClient):
-    """Keeps at most `max_cell_bytes` of output per cell and `max_total_bytes` per notebook.
+    """Keeps at most `max_cell_bytes` of output per cell and `max_total_bytes` per notebook, on
+    every path by which a kernel message can put bytes into the executed notebook:
 
-    Printing hundreds of MB must not grow the grader or the executed notebook; what is dropped
-    is replaced by one note per cell, and `truncated_cells` records where.
+      * stream, display_data, execute_result and error messages (`output`);
+      * `update_display_data` and a repeated `display_id`, which nbclient applies to the earlier
+        outputs *without* passing through `output` (`_update_display_id`): an update that does
+        not fit replaces those outputs with the truncation note;
+      * comm / widget messages: not stored at all (`handle_comm_msg`), there is no frontend to
+        run a widget and their state would be one more unbounded store.
+
+    Sizes are the UTF-8 bytes of the JSON that nbformat will write, plus a fixed overhead per
+    output, so many tiny outputs cost what they weigh. What is dropped is replaced by one note
+    per cell, and `truncated_cells` records where.
     """
 
     def __init__(self, nb, *, max_cell_bytes: int, max_total_bytes: int, **kwargs: Any) -> None:
@@ -97,33 +113,117 @@ class CappedNotebookClient(NotebookClient):
         self.cell_bytes: dict[int, int] = {}
         self.total_bytes = 0
         self.truncated_cells: set[int] = set()
+        self.store_widget_state = False
+        self.comm_open_handlers = {}
 
-    def output(self, outs, msg, display_id, cell_index):  # type: ignore[override]
-        if msg["msg_type"] == "error":  # always keep errors, but not a novel-length traceback
-            msg["content"]["traceback"] = msg["content"].get("traceback", [])[-TRACEBACK_LINES:]
-            return super().output(outs, msg, display_id, cell_index)
-        size = _content_size(msg["content"])
-        used = self.cell_bytes.get(cell_index, 0)
-        if used + size > self.max_cell_bytes or self.total_bytes + size > self.max_total_bytes:
-            if cell_index not in self.truncated_cells:
-                self.truncated_cells.add(cell_index)
-                outs.append(nbformat.v4.new_output(
-                    "stream", name="stderr", text=f"{TRUNCATION_NOTE} (> {self.max_cell_bytes // 1000} kB)\n"))
-            return None
-        self.cell_bytes[cell_index] = used + size
+    # -- accounting -----------------------------------------------------------------------
+    def _fits(self, cell_index: int, size: int) -> bool:
+        return (self.cell_bytes.get(cell_index, 0) + size <= self.max_cell_bytes
+                and self.total_bytes + size <= self.max_total_bytes)
+
+    def _charge(self, cell_index: int, size: int) -> None:
+        self.cell_bytes[cell_index] = self.cell_bytes.get(cell_index, 0) + size
         self.total_bytes += size
+
+    def _truncated(self, outs, cell_index: int) -> None:
+        if cell_index not in self.truncated_cells:
+            self.truncated_cells.add(cell_index)
+            note = nbformat.v4.new_output(
+                "stream", name="stderr", text=f"{TRUNCATION_NOTE} (> {self.max_cell_bytes // 1000} kB)\n")
+            outs.append(note)
+            self._charge(cell_index, output_size(note))
+
+    def _credit_cell(self, cell_index: int) -> None:
+        """A cleared cell gives its bytes back (progress bars redraw with clear_output)."""
+        freed = self.cell_bytes.pop(cell_index, 0)
+        self.total_bytes -= freed
+
+    # -- the message paths ----------------------------------------------------------------
+    def output(self, outs, msg, display_id, cell_index):  # type: ignore[override]
+        if self.clear_before_next_output:  # super() clears this cell's outputs first
+            self._credit_cell(cell_index)
+        content = msg["content"]
+        if msg["msg_type"] == "error":
+            # Errors decide the student's status, so the first one of a cell over the limit is
+            # still kept, shortened; a novel-length traceback never is.
+            content["ename"] = str(content.get("ename", ""))[:200]
+            content["evalue"] = str(content.get("evalue", ""))[:MAX_ERROR_VALUE]
+            content["traceback"] = [str(line)[:MAX_TRACEBACK_LINE]
+                                    for line in (content.get("traceback") or [])[-TRACEBACK_LINES:]]
+            size = content_size(content)
+            if not self._fits(cell_index, size):
+                if any(o.get("output_type") == "error" for o in outs):
+                    self._truncated(outs, cell_index)
+                    return None
+                content["traceback"], content["evalue"] = [], content["evalue"][:200]
+                size = content_size(content)
+            self._charge(cell_index, size)
+            return super().output(outs, msg, display_id, cell_index)
+        size = content_size(content)
+        if not self._fits(cell_index, size):
+            self._truncated(outs, cell_index)
+            return None
+        self._charge(cell_index, size)
         return super().output(outs, msg, display_id, cell_index)
+
+    def clear_output(self, outs, msg, cell_index):  # type: ignore[override]
+        if not msg["content"].get("wait"):
+            self._credit_cell(cell_index)
+        return super().clear_output(outs, msg, cell_index)
+
+    def _update_display_id(self, display_id: str, msg: dict[str, Any]) -> None:
+        """nbclient's own update, with every replaced output charged for its change in size."""
+        locations = self._display_id_map.get(display_id)
+        if not locations:
+            return
+        if msg["header"]["msg_type"] == "update_display_data":
+            msg["header"]["msg_type"] = "display_data"
+        try:
+            out = output_from_msg(msg)
+        except ValueError:
+            return
+        new = output_size(out)
+        for cell_index, indices in locations.items():
+            outputs = self.nb["cells"][cell_index]["outputs"]
+            for index in indices:
+                if index >= len(outputs):
+                    continue
+                old = output_size(outputs[index])
+                if self._fits(cell_index, new - old):
+                    outputs[index]["data"], outputs[index]["metadata"] = out["data"], out["metadata"]
+                    self._charge(cell_index, new - old)
+                    continue
+                outputs[index]["data"], outputs[index]["metadata"] = {"text/plain": TRUNCATION_NOTE}, {}
+                self._charge(cell_index, output_size(outputs[index]) - old)
+                self.truncated_cells.add(cell_index)
+
+    def handle_comm_msg(self, outs, msg, cell_index):  # type: ignore[override]
+        return None  # no widget frontend here: comm traffic is neither stored nor answered
 
 
 TRACEBACK_LINES = 40
+MAX_TRACEBACK_LINE = 2_000
+MAX_ERROR_VALUE = 2_000
+LINE_OVERHEAD = 8  # quotes, comma, newline and indentation of one line in a list of lines
+OUTPUT_OVERHEAD = 100  # JSON keys and punctuation around each output in the .ipynb
 TRUNCATION_NOTE = "[採点システム: 出力が大きすぎるため以降を省略しました / output truncated by the grader]"
+SIZED_FIELDS = ("text", "data", "metadata", "ename", "evalue", "traceback")
 
 
-def _content_size(content: dict[str, Any]) -> int:
-    if "text" in content:
-        return len(content["text"])
-    data = content.get("data") or {}
-    return sum(len(v) if isinstance(v, str) else len(json.dumps(v)) for v in data.values())
+def content_size(content: dict[str, Any]) -> int:
+    """Bytes an output made from this message content takes in the written notebook."""
+    return OUTPUT_OVERHEAD + sum(_json_bytes(content[key]) for key in SIZED_FIELDS if key in content)
+
+
+def output_size(output: dict[str, Any]) -> int:
+    return content_size(output)
+
+
+def _json_bytes(value: Any) -> int:
+    """As nbformat writes it: JSON escapes (a control character is 6 bytes), and every line of a
+    multi-line string as its own indented list item (about 8 bytes more per line)."""
+    dumped = json.dumps(value, ensure_ascii=False, default=str)
+    return len(dumped.encode("utf-8", "surrogatepass")) + LINE_OVERHEAD * dumped.count("\\n")
 
 
 def write_harness_config(job: KernelJob, *, budget_caps: dict[str, Any], seed: int, max_evidence_mb: int) -> None:

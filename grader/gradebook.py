@@ -9,6 +9,7 @@
       results        the latest result per student: the input fingerprint it was graded from,
                      status, score and the whole result JSON (result.json is a copy of it)
       manual_scores  a TA's points per (student, check); grading never writes this table
+      refused_submissions  names in the submissions folder that were not graded, and why (last scan)
 
 A result is written the moment its student finishes (one transaction each, WAL journal), so
 `kill -9` in the middle of a batch loses only the students that were still running. The
@@ -83,6 +84,13 @@ CREATE TABLE IF NOT EXISTS results (
     report_key  TEXT NOT NULL DEFAULT '',
     result_json TEXT NOT NULL,
     PRIMARY KEY (assignment, student)
+);
+CREATE TABLE IF NOT EXISTS refused_submissions (  -- handed-in names not graded (grader.student_ids), last scan
+    assignment TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    seen_at    TEXT NOT NULL,
+    PRIMARY KEY (assignment, name)
 );
 CREATE TABLE IF NOT EXISTS manual_scores (
     assignment TEXT NOT NULL,
@@ -271,6 +279,18 @@ class Gradebook:
     def submissions(self, assignment: str) -> dict[str, SubmissionRow]:
         rows = self.db.execute("SELECT * FROM submissions WHERE assignment = ?", (assignment,))
         return {r["student"]: SubmissionRow(**dict(r)) for r in rows}
+
+    def set_refused(self, assignment: str, refused: Iterable[tuple[str, str]]) -> None:
+        """Replace the refused names of the last scan: [(name, reason)]."""
+        with self._transaction():
+            self.db.execute("DELETE FROM refused_submissions WHERE assignment = ?", (assignment,))
+            self.db.executemany("INSERT OR REPLACE INTO refused_submissions VALUES (?, ?, ?, ?)",
+                                [(assignment, name, reason, now()) for name, reason in refused])
+
+    def refused(self, assignment: str) -> list[tuple[str, str]]:
+        rows = self.db.execute("SELECT name, reason FROM refused_submissions WHERE assignment = ? ORDER BY name",
+                               (assignment,))
+        return [(r["name"], r["reason"]) for r in rows]
 
     def start_execution(self, run_id: int, assignment: str, student: str, fingerprint: str) -> int:
         with self._transaction():

@@ -132,6 +132,7 @@ class LocalLauncher:
 
     name = "none (--no-sandbox)"
     needs_ipc = False
+    limits_in_force = {"memory": "none: no sandbox, no cgroup, no rlimits (--no-sandbox)"}
 
     def setup_job(self, job: KernelJob) -> None:
         job.create()

@@ -22,9 +22,11 @@ from typing import Any, Awaitable, Callable
 import nbformat
 import numpy as np
 
-from grader.checks import AccuracyThreshold, CheckContext
+from grader.checks import AccuracyThreshold, CheckContext, DatasetHashes
+from grader.checks.data import load_dataset_hashes
 from grader.checks.notebook import answer_after_heading
 from grader.checks.training import threshold_for
+from grader.compat_notes import bridge_notes, import_notes
 from grader.data import FINGERPRINT_FILE
 from grader.evaluate import ModelEvaluation, evaluate_training_model, predict_timeout
 from grader.evidence import Evidence
@@ -74,6 +76,7 @@ class Session:
     versions: dict[str, str] = field(default_factory=dict)
     seed: int | None = None  # overrides the spec's seed (calibration runs the reference with several)
     threshold: AccuracyThreshold | None = None  # test-accuracy threshold in force (None: single-reference rule)
+    dataset_hashes: DatasetHashes | None = None  # the grader's own images, hashed once when a check needs them
     grader_data: GraderData | None = None  # the private test part and lookups over the grader's images
 
 
@@ -134,6 +137,11 @@ async def execute(run: StudentRun, session: Session) -> None:
         max_output_bytes=session.spec.limits.max_output_mb * 1_000_000,
     )
     session.launcher.kill_processes(run.job)  # nothing the student started may touch what follows
+    run.execution.memory_kills = memory_kills(session.launcher, run.job)
+    peak = getattr(session.launcher, "memory_peak_mb", None)
+    run.execution.memory_peak_mb = peak(run.job) if peak is not None else None
+    if run.execution.memory_kills:
+        run.execution.memory_limit_mb = session.spec.limits.memory_mb
     nbformat.write(executed, run.out_dir / "executed.ipynb")
     if run.execution.start_failure:
         raise StopGrading(GRADER_ERROR, f"カーネルを起動できませんでした: {run.execution.start_failure[:300]}")
@@ -176,17 +184,26 @@ async def cross_check(run: StudentRun, session: Session) -> None:
 
 async def judge_checks(run: StudentRun, session: Session) -> None:
     reference = session.reference
+    if session.dataset_hashes is None and any(c.kind == "data_source" for c in session.spec.checks):
+        session.dataset_hashes = load_dataset_hashes(session.data_dir)
 
     def context(check) -> CheckContext:
         return CheckContext(
             student=run.evidence, reference=reference.evidence, params=check.params, budget=session.budget.name,
             student_eval=run.evaluation, reference_eval=reference.evaluation,
             test_hashes=session.test_hashes, notebook=run.notebook, threshold=session.threshold,
+            dataset_hashes=session.dataset_hashes,
             known=session.grader_data,
         )
 
     run.checks = judge_all(session.spec, context, session.lang)
     run.status, run.message = execution_status(run.execution, session.lang)
+
+
+def memory_kills(launcher: Launcher, job: KernelJob) -> int:
+    """Processes of the job the memory cgroup killed (launchers without cgroups report none)."""
+    count = getattr(launcher, "memory_kills", None)
+    return count(job) if count is not None else 0
 
 
 Step = Callable[[StudentRun, Session], Awaitable[None]]
@@ -203,6 +220,11 @@ def execution_status(execution: ExecutionResult | None, lang: str) -> tuple[str,
         scope = ("セル" if execution.timeout_scope == "cell" else "ノートブック全体") if ja else execution.timeout_scope
         return TIMEOUT, (f"制限時間を超えました（{scope}）。それまでの結果で採点しました。" if ja
                          else f"Time limit exceeded ({scope}); graded on what ran before.")
+    if execution.kernel_died and execution.memory_kills:
+        return KERNEL_DIED, (f"メモリ上限超過: カーネルがメモリ上限（{execution.memory_limit_mb} MiB）を超えたため停止されました。"
+                             "それまでの結果で採点しました。" if ja else
+                             f"Memory limit exceeded: the kernel went over its {execution.memory_limit_mb} MiB "
+                             "and was stopped; graded on what ran before.")
     if execution.kernel_died:
         return KERNEL_DIED, ("カーネルが途中で終了しました。それまでの結果で採点しました。" if ja
                              else "The kernel died; graded on what ran before.")
@@ -274,7 +296,8 @@ def build_result(run: StudentRun, session: Session) -> StudentResult:
         max_score=spec.max_score,
         checks=checks,
         execution={**(run.execution.to_dict() if run.execution else {}), "budget": session.budget.name,
-                   "sandbox": session.launcher.name, "steps": dict(run.step_seconds)},
+                   "sandbox": session.launcher.name, "steps": dict(run.step_seconds),
+                   "limits": dict(getattr(session.launcher, "limits_in_force", {}))},
         budget={**session.budget.caps(), "summary": session.budget.summary(lang),
                 "cell_timeout_s": session.budget.cell_timeout_s,
                 "notebook_timeout_s": session.budget.notebook_timeout_s,
@@ -376,6 +399,8 @@ def notes_for(run: StudentRun, lang: str) -> list[str]:
     for shim in evidence.compat_shims():
         notes.append(f"互換シムを使用: {shim}（Keras 3 では動かないスライドの書き方）" if ja
                      else f"Compatibility shim used: {shim} (slide code that Keras 3 rejects)")
+    notes.extend(bridge_notes(evidence, lang))  # Keras 2 APIs run as Keras 3: what to write instead
+    notes.extend(import_notes(run.execution.errors if run.execution else [], lang))
     for fit in evidence.of("fit_start"):
         req, eff = fit.get("requested", {}), fit.get("effective", {})
         if (req.get("epochs"), req.get("steps_per_epoch")) != (eff.get("epochs"), eff.get("steps_per_epoch")):
@@ -389,6 +414,11 @@ def notes_for(run: StudentRun, lang: str) -> list[str]:
                       else f"Evaluation the notebook reported (not used for scoring): {claim.get('claimed')}"))
     notes.extend(f"evidence: {p}" for p in evidence.problems)
     notes.extend(f"evidence skipped: {s}" for s in run.skipped_evidence)
+    if run.execution and run.execution.memory_kills and not run.execution.kernel_died:
+        notes.append(f"メモリ上限超過: メモリ上限（{run.execution.memory_limit_mb} MiB）を超えたプロセスが "
+                     f"{run.execution.memory_kills} 個停止されました" if ja else
+                     f"Memory limit exceeded: {run.execution.memory_kills} process(es) went over "
+                     f"{run.execution.memory_limit_mb} MiB and were stopped")
     if run.execution and run.execution.truncated_cells:
         cells = ", ".join(str(i + 1) for i in run.execution.truncated_cells)
         notes.append(f"出力が大きすぎるため省略しました（セル {cells}）" if ja

@@ -17,7 +17,7 @@ from grader import __version__
 from grader.errors import ReferenceRunError
 from grader.evaluate import ModelEvaluation
 from grader.evidence import Evidence
-from grader.kernel import grader_kernel
+from grader.kernel import harness_source
 from grader.pipeline import (
     ReferenceRun, Session, StopGrading, StudentRun, Submission,
     collect_evidence, evaluate_model, execute, prepare_job, read_submission, release_job,
@@ -42,7 +42,7 @@ def cache_key(session: Session, data_fingerprint: str) -> str:
     for part in (
         session.spec.source_bytes,
         session.spec.reference.read_bytes(),
-        Path(grader_kernel.__file__).read_bytes(),
+        harness_source(),
         json.dumps(session.budget.caps(), sort_keys=True).encode(),
         json.dumps(library_versions(), sort_keys=True).encode(),
         data_fingerprint.encode(),

@@ -28,7 +28,7 @@ MAX_IMAGES_PER_CELL = 4
 MAX_IMAGE_BYTES = 1_500_000  # one PNG
 MAX_IMAGE_TOTAL = 4_000_000  # all PNGs in one notebook
 MAX_IMAGE_PIXELS = 4_000_000
-HARNESS_FRAME = "grader_kernel.py"  # traceback frames of the grading harness, hidden from students
+HARNESS_FRAMES = ("grader_kernel.py", "keras2_bridge.py")  # traceback frames of the grading harness, hidden from students
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 ALLOWED_TAGS = {"a", "abbr", "b", "blockquote", "br", "caption", "code", "col", "colgroup", "dd", "del", "details",
@@ -224,7 +224,7 @@ class NotebookRenderer:
             return f'<pre class="{name}">{escape(text)}</pre>' if text.strip() else ""
         if kind == "error":
             frames = [terminal_text(_text(frame)) for frame in (output.get("traceback") or [])]
-            trace = "\n".join(f for f in frames if HARNESS_FRAME not in f)  # the grader's tracing is not the student's code
+            trace = "\n".join(f for f in frames if not any(h in f for h in HARNESS_FRAMES))  # the grader's tracing is not the student's code
             trace = trace or f"{_text(output.get('ename'))}: {_text(output.get('evalue'))}"
             return f'<pre class="traceback">{escape(budget.take(trace))}</pre>'
         if kind in ("execute_result", "display_data"):

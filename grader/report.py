@@ -329,19 +329,21 @@ def render_notes(rendered: RenderedNotebook | None, result: StudentResult, ja: b
 
 # ---------------------------------------------------------------- the class
 def write_class_outputs(results: Iterable[StudentResult], out_dir: Path, *, lang: str, title: str,
-                        budget_summary: str) -> None:
+                        budget_summary: str, refused: Iterable[tuple[str, str]] = ()) -> None:
+    """index.html and grades.csv; `refused`: handed-in names that were not graded, and why."""
     results = sorted(results, key=lambda r: (not r.flagged, r.student))  # flagged students first
     out_dir.mkdir(parents=True, exist_ok=True)
     similarity = out_dir / "similarity.json"  # written by `grader similarity` (grader.similarity)
     similar = json.loads(similarity.read_text(encoding="utf-8")) if similarity.is_file() else None
     (out_dir / "index.html").write_text(render_class_page(results, lang=lang, title=title,
-                                                          budget_summary=budget_summary, similarity=similar),
+                                                          budget_summary=budget_summary, similarity=similar,
+                                                          refused=list(refused)),
                                         encoding="utf-8")
     write_grades_csv(results, out_dir / "grades.csv")
 
 
 def render_class_page(results: list[StudentResult], *, lang: str, title: str, budget_summary: str,
-                      similarity: dict[str, Any] | None = None) -> str:
+                      similarity: dict[str, Any] | None = None, refused: list[tuple[str, str]] = ()) -> str:
     ja = lang != "en"
     fig_lang = figures.label_lang(lang)
     checks = results[0].checks if results else []
@@ -367,6 +369,7 @@ def render_class_page(results: list[StudentResult], *, lang: str, title: str, bu
         versions=results[0].versions if results else {},
         similarity=similarity,
         handed_in=any(r.submission for r in results),
+        refused=list(refused),
     )
 
 

@@ -10,11 +10,21 @@ findings and a form to accept or reject it with a reason (POST /student/<id>/int
 Every change is written to the gradebook
 (manual_scores; overrides and review_log via grader.review_store) and the student's report,
 index.html and grades.csv are regenerated at once.
+
+Nothing a student wrote can drive the app (notebook outputs and evidence are the student's):
+  * /files/ serves only what the grader generated (`served_kind`): index.html, report.html and the
+    similarity pages inline — sanitized, under a CSP whose only script is the class page's own
+    sort script — and grades.csv, result.json, executed.ipynb and the logs as downloads
+    (Content-Disposition: attachment). Evidence and anything else in OUT: 404;
+  * every response carries a CSP, `X-Content-Type-Options: nosniff` and no-referrer;
+  * the Host header must be 127.0.0.1:PORT or localhost:PORT (a DNS-rebinding page cannot talk to us);
+  * student ids in URLs follow grader.student_ids; points must be whole numbers 0…max (400 otherwise).
 """
 
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
 from pathlib import Path
 
@@ -23,7 +33,9 @@ from werkzeug.serving import make_server
 
 from grader.gradebook import Gradebook
 from grader.manifest import read_manifest
-from grader.report import STATUS_LABELS, STATUS_MARKS, late_text
+from grader import student_ids
+from grader.report import SORT_SCRIPT, STATUS_LABELS, STATUS_MARKS, late_text
+from grader.report import csp as report_csp
 from grader.review_store import ReviewStore, final_result, republish
 from grader.spec import load_spec
 
@@ -31,6 +43,9 @@ COOKIE = "grader_review_token"
 REVIEWER_COOKIE = "grader_reviewer"
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
+# The generated pages' own policy (grader.report.csp, the class page's sort script its only script),
+# sent as a header too, so it holds even for a page whose <meta> a student could push out of <head>.
+FILES_CSP = f"{report_csp(SORT_SCRIPT)}; frame-ancestors 'none'"
 
 
 def create_app(*, out: Path, project_root: Path, assignment: str, token: str, reviewer: str = "") -> Flask:
@@ -44,8 +59,15 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
         given = request.args.get("token") or request.cookies.get(COOKIE) or ""
         return hmac.compare_digest(given.encode(), token.encode())
 
+    app.config["ALLOWED_HOSTS"] = {"127.0.0.1", "localhost"}  # ReviewServer adds the port once bound
+
     @app.before_request
     def check_token():
+        if request.host not in app.config["ALLOWED_HOSTS"]:  # DNS rebinding: evil.example → 127.0.0.1
+            abort(400, "unexpected Host header")
+        if request.view_args is not None and "student" in request.view_args \
+                and not student_ids.is_valid(request.view_args["student"]):
+            abort(404)
         if not authorised():
             abort(403)
         if request.method == "POST" and not hmac.compare_digest(request.form.get("token", "").encode(),
@@ -56,11 +78,13 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
     def headers(response):
         if request.args.get("token") and response.status_code < 400:
             response.set_cookie(COOKIE, token, httponly=True, samesite="Strict")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("Cache-Control", "no-store")
-        if not request.path.startswith("/files/"):  # generated reports carry their own CSP
-            response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
+        # Every response, errors and /files/ included: at most the grader's own page script runs.
+        response.headers["Content-Security-Policy"] = FILES_CSP if request.path.startswith("/files/") else CSP
         return response
 
     def load():
@@ -114,10 +138,9 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
                 continue
             raw = form.get(f"manual_points__{check_id}", "").strip()
             if raw != "":
-                try:
-                    points = max(0, min(int(float(raw)), check.points))
-                except ValueError:
-                    errors.append(f"{check_id}: 点数は数字で入力してください")
+                points, problem = parse_points(raw, check.points)
+                if problem:
+                    errors.append(f"{check_id}: {problem}")
                 else:
                     manual_changes.append((check_id, points, form.get(f"manual_comment__{check_id}", "").strip()))
             if form.get(f"override_clear__{check_id}"):
@@ -126,10 +149,9 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
             raw = form.get(f"override_points__{check_id}", "").strip()
             reason = form.get(f"override_reason__{check_id}", "").strip()
             if raw != "" or reason:
-                try:
-                    points = max(0, min(int(float(raw)), check.points))
-                except ValueError:
-                    errors.append(f"{check_id}: 上書きの点数を数字で入力してください")
+                points, problem = parse_points(raw, check.points)
+                if problem:
+                    errors.append(f"{check_id}: 上書きの{problem}")
                     continue
                 if not reason:
                     errors.append(f"{check_id}: 上書きには理由が必要です")
@@ -189,11 +211,60 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
 
     @app.get("/files/<path:name>")
     def files(name: str):
-        if not (name.endswith((".html", ".csv", ".json")) or name.startswith("similarity/")):
+        """Only files the grader generated: its HTML pages inline (sanitized, under FILES_CSP), a few
+        data files as downloads. Nothing a notebook wrote (evidence, outputs) is served at all."""
+        kind = served_kind(name)
+        if kind is None:
             abort(404)
-        return send_from_directory(out, name)
+        mimetype, inline = kind
+        response = send_from_directory(out, name, mimetype=mimetype, as_attachment=not inline)
+        return response
 
     return app
+
+
+# What /files/ serves: (OUT-relative pattern, mimetype, inline). Student folders are checked with
+# grader.student_ids, so a name is never a path trick; anything else is 404.
+GENERATED_PAGES = ("index.html", "similarity/{pair}.html", "{student}/report.html")
+DOWNLOADS = {"grades.csv": "text/csv", "similarity.json": "application/json", "{student}/result.json":
+             "application/json", "{student}/executed.ipynb": "application/x-ipynb+json",
+             "{student}/kernel.log": "text/plain", "{student}/predict.log": "text/plain"}
+
+
+def served_kind(name: str) -> tuple[str, bool] | None:
+    """(mimetype, inline) for a file /files/ may serve, or None."""
+    parts = name.split("/")
+    if len(parts) == 1:
+        if name == "index.html":
+            return "text/html", True
+        return (DOWNLOADS[name], False) if name in DOWNLOADS else None
+    if len(parts) != 2:
+        return None
+    folder, file = parts
+    if folder == "similarity":
+        pair = file.removesuffix(".html")
+        ids = pair.split("__")
+        return ("text/html", True) if file.endswith(".html") and len(ids) == 2 and all(map(student_ids.is_valid, ids)) \
+            else None
+    if not student_ids.is_valid(folder):
+        return None
+    if file == "report.html":
+        return "text/html", True
+    pattern = "{student}/" + file
+    return (DOWNLOADS[pattern], False) if pattern in DOWNLOADS else None
+
+
+def parse_points(raw: str, maximum: int) -> tuple[int | None, str | None]:
+    """A whole number of points from 0 to `maximum` (7.0 is 7), or why not (inf, nan, 1e400, -1, …)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        return None, "点数は数字で入力してください / points must be a number"
+    if not math.isfinite(value) or value != int(value):
+        return None, f"点数は 0〜{maximum} の整数で入力してください / points must be a whole number from 0 to {maximum}"
+    if not 0 <= value <= maximum:
+        return None, f"点数は 0〜{maximum} の範囲で入力してください / points must be from 0 to {maximum}"
+    return int(value), None
 
 
 class ReviewServer:
@@ -206,6 +277,7 @@ class ReviewServer:
                               reviewer=reviewer)
         self.server = make_server("127.0.0.1", port, self.app, threaded=True)
         self.port = self.server.server_port
+        self.app.config["ALLOWED_HOSTS"] = {f"127.0.0.1:{self.port}", f"localhost:{self.port}"}
 
     @property
     def url(self) -> str:

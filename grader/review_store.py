@@ -222,5 +222,5 @@ def republish(out: Path, project_root: Path, assignment: str, students: list[str
         budget = spec.budget(runs[-1].budget) if runs else spec.budget(spec.default_budget)
         lang = next(iter(everyone.values())).lang if everyone else "ja"
         write_class_outputs(everyone.values(), out, lang=lang, title=spec.title.get(lang),
-                            budget_summary=f"{budget.name} ({budget.summary(lang)})")
+                            budget_summary=f"{budget.name} ({budget.summary(lang)})", refused=book.refused(spec.id))
         return everyone

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from grader.evidence import Evidence
-from grader.kernel.grader_kernel import EVENTS_FILE, image_hashes, summarize_array
+from grader.kernel.grader_kernel import EVENTS_FILE, image_hashes, source_hashes, summarize_array
 
 NUM_CLASSES = 10
 SLIDES_PARAMS = 144_266
@@ -110,14 +110,15 @@ class EvidenceBuilder:
         np.savez_compressed(self.dir / f"{name}.npz", **{k: np.asarray(v) for k, v in arrays.items()})
         return f"{name}.npz"
 
-    def hashes(self, x: np.ndarray | None) -> str | None:
-        """Like Harness.hashes_of: one hashes_<k>.npz per distinct array."""
+    def hashes(self, x: np.ndarray | None, function: Any = image_hashes) -> str | None:
+        """Like Harness.hashes_of: one hashes_<k>.npz per distinct array and hash function."""
         if x is None:
             return None
-        if id(x) not in self._hashed:
+        key = (id(x), function.__name__)
+        if key not in self._hashed:
             self._keep.append(x)
-            self._hashed[id(x)] = self.save_arrays(f"hashes_{len(self._hashed) + 1}", hashes=image_hashes(x))
-        return self._hashed[id(x)]
+            self._hashed[key] = self.save_arrays(f"hashes_{len(self._hashed) + 1}", hashes=function(x))
+        return self._hashed[key]
 
     def write(self) -> Path:
         with open(self.dir / EVENTS_FILE, "w", encoding="utf-8") as out:
@@ -157,7 +158,8 @@ class EvidenceBuilder:
             y = globals()["one_hot"](labels) if one_hot else labels
         self._flows[number] = {"x": x, "y": y, "batch_size": batch_size, "shuffle": shuffle}
         return self.event("flow", flow=number, datagen=datagen, batch_size=batch_size, shuffle=shuffle,
-                          length=math.ceil(len(x) / batch_size), x=summarize_array(x), y=summarize_array(y))
+                          length=math.ceil(len(x) / batch_size), x=summarize_array(x), y=summarize_array(y),
+                          x_source=self.hashes(x, source_hashes))
 
     def batch(self, flow: int, *, x: np.ndarray | None = None, x_orig: np.ndarray | None = None,
               y: np.ndarray | None = None, y_orig: np.ndarray | None = None, augment: bool = True,
@@ -182,6 +184,13 @@ class EvidenceBuilder:
                           y=summarize_array(y) if with_labels else None,
                           changed_fraction=float(np.mean(np.abs(np.asarray(x) - x_orig) > 1e-6)))
 
+    def batch_error(self, flow: int, error: str = "FileNotFoundError: [Errno 2] No such file or directory") -> EvidenceBuilder:
+        return self.event("batch_error", flow=flow, error=error)
+
+    def bridge(self, api: str, **details: Any) -> EvidenceBuilder:
+        """A Keras 2 API the kernel's bridge ran as Keras 3 (grader/kernel/keras2_bridge.py)."""
+        return self.event("bridge", api=api, **details)
+
     def split(self, inputs: list[np.ndarray], outputs: list[np.ndarray], **options: Any) -> EvidenceBuilder:
         return self.event("split", inputs=[summarize_array(a) for a in inputs],
                           outputs=[summarize_array(a) for a in outputs], options=options or {"test_size": 0.2})
@@ -190,7 +199,7 @@ class EvidenceBuilder:
             validation_x: np.ndarray | None = None, steps_per_epoch: Any = None, epochs: int = 50,
             batch_size: int | None = None, params_count: int = SLIDES_PARAMS, layers: list | None = None,
             finished: bool = True, error: str | None = None, saved: bool = True,
-            budget: dict[str, Any] | None = None) -> EvidenceBuilder:
+            budget: dict[str, Any] | None = None, validation_flow: int | None = None) -> EvidenceBuilder:
         """fit_start (+ fit_end and model_saved, or fit_error), like Harness.trace_model."""
         budget = budget or QUICK_BUDGET
         if flow is not None:
@@ -206,14 +215,18 @@ class EvidenceBuilder:
             per_batch = self._flows[flow]["batch_size"] if flow is not None else batch_size or 32
             natural = math.ceil(len(train_x) / per_batch)
         effective_steps = min(natural, budget["max_steps_per_epoch"])
+        if validation_flow is not None:  # validation_data=datagen.flow(x_valid, y_valid)
+            validation_x = np.asarray(self._flows[validation_flow]["x"], dtype=np.float32)
         self.event(
             "fit_start", fit=number, model=model, params_count=params_count,
             layers=SLIDES_LAYERS if layers is None else layers, loss="'categorical_crossentropy'", input=source,
             train_x=summarize_array(train_x) if isinstance(train_x, np.ndarray) else None,
             train_hashes=self.hashes(train_x) if isinstance(train_x, np.ndarray) else None,
             requested={"epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
-                       "validation_split": 0.0, "validation_data": "tuple" if validation_x is not None else None},
+                       "validation_split": 0.0, "validation_data": None if validation_x is None else
+                       "NumpyArrayIterator" if validation_flow is not None else "tuple"},
             validation_x=summarize_array(validation_x) if validation_x is not None else None,
+            validation_flow=validation_flow,
             validation_hashes=self.hashes(validation_x),
             effective={"epochs": min(epochs, budget["max_epochs"]), "steps_per_epoch": effective_steps,
                        "validation_samples": None if validation_x is None

@@ -25,6 +25,8 @@ from evidence_builder import Data, pipeline
 from grader.evaluate import ModelEvaluation
 from grader.launch import LocalLauncher
 from grader.execute import CellError, ExecutionResult
+from grader.checks import DatasetHashes
+from grader.kernel.grader_kernel import source_hashes
 from grader.pipeline import ReferenceRun, Session, StudentRun, Submission, build_result, judge_checks
 from grader.report import write_class_outputs, write_student_report
 from grader.results import INVALID, StudentResult
@@ -201,7 +203,8 @@ def session_for(folder: Path, lang: str, data: Data) -> Session:
                              seconds=12.0, key="fixturekey")
     return Session(spec=spec, budget=spec.budget("quick"), launcher=LocalLauncher(), data_dir=data_dir, x_test=data.x_test,
                    y_test=data.y_test, test_hashes=data.test_hashes, reference=reference, out_dir=folder / "out",
-                   work_root=folder, lang=lang, versions={"grader": "0.1.0", "tensorflow": "2.21.0", "keras": "3.15.1"})
+                   work_root=folder, lang=lang, versions={"grader": "0.1.0", "tensorflow": "2.21.0", "keras": "3.15.1"},
+                   dataset_hashes=DatasetHashes(train=source_hashes(data.x_train), test=source_hashes(data.x_test)))
 
 
 def grade_case(case: Case, session: Session, data: Data) -> StudentResult:

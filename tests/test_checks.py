@@ -70,7 +70,7 @@ TESTED_KINDS = {
     "flow_length", "first_batch_shape", "first_batch_one_hot", "augmentation_applied", "input_shape",
     "input_scaled", "split_sizes", "no_test_overlap", "model_params", "fit_uses_augmented_flow",
     "fit_steps_per_epoch", "fit_validation_data", "evaluated_on_test_set", "trusted_test_accuracy",
-    "written_answer",
+    "written_answer", "data_source", "keras3_api",
 }
 
 
@@ -228,29 +228,92 @@ def test_augmentation_configured_without_batch_not_run(tmp_path, reference) -> N
 # ---------------------------------------------------------------- data
 def test_input_shape_pass(student, reference) -> None:
     assert_obs(run("input_shape", student(), reference, check="data.shape"),
-               PASS, [1200, 28, 28, 1], [1200, 28, 28, 1], None)
+               PASS, [28, 28, 1], [28, 28, 1], None)
+
+
+def test_input_shape_is_per_image_so_a_correctly_reshaped_subset_passes(tmp_path, reference) -> None:
+    x = preprocess(DATA.x_train[:500])
+    ev = EvidenceBuilder(tmp_path).datagen(1).flow(1, datagen=1, x=x, y=one_hot(DATA.y_train[:500])).build()
+    assert_obs(run("input_shape", ev, reference, check="data.shape"), PASS, [28, 28, 1], [28, 28, 1], None)
 
 
 def test_input_shape_without_channel_axis_fails(tmp_path, reference) -> None:
     ev = EvidenceBuilder(tmp_path).datagen(1).flow(1, datagen=1, x=DATA.x_train / 255.0, y=one_hot(DATA.y_train)).build()
     assert_obs(run("input_shape", ev, reference, check="data.shape"),
-               FAIL, [1200, 28, 28], [1200, 28, 28, 1], "shape_differs")
+               FAIL, [28, 28], [28, 28, 1], "shape_differs")
 
 
 def test_input_shape_no_flow_not_run(tmp_path, reference) -> None:
     ev = EvidenceBuilder(tmp_path).harness_ready().build()
-    assert_obs(run("input_shape", ev, reference, check="data.shape"), NOT_RUN, None, [1200, 28, 28, 1], "no_flow")
+    assert_obs(run("input_shape", ev, reference, check="data.shape"), NOT_RUN, None, [28, 28, 1], "no_flow")
 
 
 def test_input_scaled_float_0_1_passes(student, reference) -> None:
     assert_obs(run("input_scaled", student(), reference, check="data.scaled"),
-               PASS, {"min": 0.0, "max": 1.0, "dtype": "float64"}, {"min": 0.0, "max": 1.0, "dtype": "float"}, None)
+               PASS, {"min": 0.0, "max": 1.0, "dtype": "float32"}, {"min": 0.0, "max": 1.0, "dtype": "float"}, None)
 
 
 def test_input_scaled_uint8_0_255_fails(student, reference) -> None:
     obs = run("input_scaled", student("unscaled"), reference, check="data.scaled")
-    assert_obs(obs, FAIL, {"min": 0.0, "max": 255.0, "dtype": "uint8"}, {"min": 0.0, "max": 1.0, "dtype": "float"},
+    assert_obs(obs, FAIL, {"min": 0.0, "max": 255.0, "dtype": "float32"}, {"min": 0.0, "max": 1.0, "dtype": "float"},
                "not_scaled")
+
+
+def test_input_scaled_judges_what_the_generator_yields_after_rescale(tmp_path, reference) -> None:
+    """Raw 0–255 pixels into ImageDataGenerator(rescale=1/255): every batch is in 0–1, so it passes."""
+    raw = preprocess(DATA.x_train, scaled=False)
+    b = EvidenceBuilder(tmp_path).datagen(1, rotation_range=90, rescale=1 / 255)
+    b.flow(1, datagen=1, x=raw, y=one_hot(DATA.y_train), batch_size=16)
+    b.batch(1, x=raw[:16].astype(np.float32) / 255)
+    obs = run("input_scaled", b.build(), reference, check="data.scaled")
+    assert obs.status == PASS and obs.actual["max"] == 1.0
+
+
+def test_input_scaled_without_a_batch_applies_the_generators_rescale(tmp_path, reference) -> None:
+    raw = preprocess(DATA.x_train, scaled=False)
+    ev = (EvidenceBuilder(tmp_path).datagen(1, rescale=1 / 255)
+          .flow(1, datagen=1, x=raw, y=one_hot(DATA.y_train), batch_size=16).build())
+    assert_obs(run("input_scaled", ev, reference, check="data.scaled"),
+               PASS, {"min": 0.0, "max": 1.0, "dtype": "float32"}, {"min": 0.0, "max": 1.0, "dtype": "float"}, None)
+
+
+def test_input_scaled_fails_when_the_training_generator_is_not_scaled(tmp_path, reference) -> None:
+    """The assignment's generator is fine but the model trains on raw pixels."""
+    b = EvidenceBuilder(tmp_path).datagen(1, rotation_range=90).datagen(2, rotation_range=90)
+    b.flow(1, datagen=1, x=preprocess(DATA.x_train), y=one_hot(DATA.y_train), batch_size=16).batch(1)
+    b.flow(2, datagen=2, x=preprocess(DATA.x_train, scaled=False), y=one_hot(DATA.y_train), batch_size=64)
+    b.fit(1, flow=2, steps_per_epoch=19)
+    obs = run("input_scaled", b.build(), reference, check="data.scaled")
+    assert obs.status == FAIL and obs.actual["max"] == 255.0
+
+
+# ---------------------------------------------------------------- which flow the generator checks judge
+def test_a_demo_flow_of_one_image_before_the_real_one_is_skipped(tmp_path, reference) -> None:
+    """Real notebooks first flow one image with batch_size=1 to show the augmentation."""
+    x, y = preprocess(DATA.x_train), one_hot(DATA.y_train)
+    b = EvidenceBuilder(tmp_path).harness_ready().load_data(DATA).datagen(1, rotation_range=90)
+    b.flow(1, datagen=1, x=x[:1], y=None, batch_size=1).batch(1, with_labels=False)
+    b.flow(2, datagen=1, x=x, y=y, batch_size=16, shuffle=False).batch(2)
+    ev = b.build()
+    assert run("flow_length", ev, reference, check="generator.length").status == PASS
+    assert run("first_batch_shape", ev, reference, check="generator.batch_shape").status == PASS
+    assert run("first_batch_one_hot", ev, reference, check="generator.one_hot_labels").status == PASS
+    assert run("input_shape", ev, reference, check="data.shape").status == PASS
+
+
+def test_a_labelled_flow_over_the_loaded_training_set_is_preferred(tmp_path, reference) -> None:
+    x, y = preprocess(DATA.x_train), one_hot(DATA.y_train)
+    b = EvidenceBuilder(tmp_path).harness_ready().load_data(DATA).datagen(1, rotation_range=90)
+    b.flow(1, datagen=1, x=x[:100], y=y[:100], batch_size=9).batch(1)  # a 3×3 preview of a subset
+    b.flow(2, datagen=1, x=x, y=y, batch_size=16, shuffle=False).batch(2)
+    assert run("flow_length", b.build(), reference, check="generator.length").actual == 75
+
+
+def test_a_batch_that_failed_midway_says_why(tmp_path, reference) -> None:
+    b = EvidenceBuilder(tmp_path).datagen(1, rotation_range=90)
+    b.flow(1, datagen=1, x=preprocess(DATA.x_train), y=one_hot(DATA.y_train), batch_size=16).batch_error(1)
+    obs = run("first_batch_shape", b.build(), reference, check="generator.batch_shape")
+    assert obs.status == NOT_RUN and obs.reason == "batch_failed" and "FileNotFoundError" in obs.reason_args["error"]
 
 
 @pytest.mark.parametrize("x, summary", [
@@ -559,3 +622,109 @@ def test_heading_missing_fails() -> None:
 
 def test_unreadable_notebook_fails() -> None:
     assert written(None).status == FAIL
+
+
+# ---------------------------------------------------------------- validation data in any form
+def test_validation_given_as_a_generator_is_recognised(tmp_path, reference) -> None:
+    x, y = preprocess(DATA.x_train), one_hot(DATA.y_train)
+    b = EvidenceBuilder(tmp_path).datagen(1, rotation_range=90).datagen(2)
+    b.flow(1, datagen=1, x=x[240:], y=y[240:], batch_size=64)
+    b.flow(2, datagen=2, x=x[:240], y=y[:240], batch_size=64)
+    b.fit(1, flow=1, steps_per_epoch=15, validation_flow=2)
+    assert_obs(run("fit_validation_data", b.build(), reference, check="training.validation_data"), PASS, 240, 240, None)
+
+
+# ---------------------------------------------------------------- which data set
+def _dataset_hashes(data=DATA):
+    from grader.checks import DatasetHashes
+    from grader.kernel.grader_kernel import source_hashes
+
+    return DatasetHashes(train=source_hashes(data.x_train), test=source_hashes(data.x_test))
+
+
+def _flowed(tmp_path, x, *, loaded: str | None = "fashion_mnist"):
+    b = EvidenceBuilder(tmp_path).harness_ready()
+    if loaded:
+        b.load_data(DATA)
+        b.events[-1]["dataset"] = loaded
+    b.datagen(1, rotation_range=90).flow(1, datagen=1, x=x, y=one_hot(np.arange(len(x)) % 10), batch_size=16)
+    return b.build()
+
+
+def test_data_source_fashion_training_images_pass_whatever_the_scaling(tmp_path, reference) -> None:
+    for number, x in enumerate((preprocess(DATA.x_train), preprocess(DATA.x_train, scaled=False),
+                                (preprocess(DATA.x_train) - 0.286) / 0.353)):  # /255, raw, standardised
+        obs = run("data_source", _flowed(tmp_path / str(number), x), reference, check="data.source",
+                  dataset_hashes=_dataset_hashes())
+        assert (obs.status, obs.reason, obs.actual) == (PASS, "source_fashion_mnist_train", "Fashion-MNIST 100%")
+
+
+def test_data_source_copy_with_test_images_passes_and_says_so(tmp_path, reference) -> None:
+    x = np.concatenate([DATA.x_train[:600], DATA.x_test[:200]])
+    obs = run("data_source", _flowed(tmp_path, preprocess(x), loaded=None), reference, check="data.source",
+              dataset_hashes=_dataset_hashes())
+    assert obs.status == PASS and obs.reason == "source_fashion_mnist_with_test" and obs.reason_args["train"] == "75%"
+
+
+@pytest.mark.parametrize("loaded, reason", [("mnist", "source_mnist"), (None, "source_other"),
+                                            ("cifar10", "source_keras_other")])
+def test_data_source_other_images_fail_and_say_what_was_seen(tmp_path, reference, loaded, reason) -> None:
+    other = synthetic_data(n_train=300, n_test=10, seed=7).x_train  # pictures the grader's copy does not hold
+    obs = run("data_source", _flowed(tmp_path, preprocess(other), loaded=loaded), reference, check="data.source",
+              dataset_hashes=_dataset_hashes())
+    assert (obs.status, obs.reason) == (FAIL, reason)
+    assert obs.actual.startswith("Fashion-MNIST 0%")
+
+
+def test_data_source_without_the_graders_copy_is_not_run(tmp_path, reference) -> None:
+    obs = run("data_source", _flowed(tmp_path, preprocess(DATA.x_train)), reference, check="data.source")
+    assert (obs.status, obs.reason) == (NOT_RUN, "no_dataset_copy")
+
+
+# ---------------------------------------------------------------- Keras 2 APIs (off in kadai8's spec)
+def test_keras3_api_fails_when_the_bridge_was_used_and_names_the_apis(tmp_path, reference) -> None:
+    ev = EvidenceBuilder(tmp_path).harness_ready().bridge("Model.fit_generator").bridge("optimizer(lr=)", lr=0.01).build()
+    obs = run("keras3_api", ev, reference, params={})
+    assert_obs(obs, FAIL, ["Model.fit_generator", "optimizer(lr=)"], [], "keras2_api_used",
+               apis="Model.fit_generator, optimizer(lr=)")
+    assert run("keras3_api", reference, reference, params={}).status == PASS
+
+
+def test_bridged_apis_become_notes_saying_what_to_write_instead(tmp_path) -> None:
+    from grader.compat_notes import bridge_notes
+
+    ev = (EvidenceBuilder(tmp_path).bridge("Model.fit_generator").bridge("Model.fit_generator")
+          .bridge("keras.layers.convolutional").build())
+    ja, en = bridge_notes(ev, "ja"), bridge_notes(ev, "en")
+    assert len(ja) == 2 and "model.fit(" in ja[0] and "Keras 2" in ja[0] and "from keras.layers import" in ja[1]
+    assert "Write `model.fit(" in en[0]
+
+
+def test_import_notes_tell_colab_packages_from_others() -> None:
+    from types import SimpleNamespace
+
+    from grader.compat_notes import import_notes
+
+    errors = [SimpleNamespace(ename="ModuleNotFoundError", evalue="No module named 'japanize_matplotlib'"),
+              SimpleNamespace(ename="ModuleNotFoundError", evalue="No module named 'xgboost'"),
+              SimpleNamespace(ename="NameError", evalue="name 'pd' is not defined")]
+    notes = import_notes(errors, "ja")
+    assert len(notes) == 2
+    assert "japanize_matplotlib" in notes[0] and "Colab にも入っていない" in notes[0]
+    assert "xgboost" in notes[1] and "採点システム側の不足" in notes[1]
+
+
+# ---------------------------------------------------------------- trusted evaluation's input scale
+def test_trusted_evaluation_feeds_test_images_on_the_scale_the_generator_yielded(tmp_path) -> None:
+    """rescale=1/255 on raw pixels: the model trained on 0–1, so the test set goes in as 0–1."""
+    from grader.evaluate import input_scale_for
+
+    raw = preprocess(DATA.x_train, scaled=False)
+    b = EvidenceBuilder(tmp_path).datagen(1, rotation_range=90, rescale=1 / 255)
+    b.flow(1, datagen=1, x=raw, y=one_hot(DATA.y_train), batch_size=64)
+    b.batch(1, x=raw[:64].astype(np.float32) / 255)
+    b.fit(1, flow=1, steps_per_epoch=19)
+    ev = b.build()
+    assert input_scale_for(ev, ev.training_fit()) == pytest.approx(1 / 255)
+    unscaled = variant(tmp_path / "unscaled", "unscaled")
+    assert input_scale_for(unscaled, unscaled.training_fit()) == 1.0

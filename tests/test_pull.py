@@ -167,3 +167,39 @@ def test_cli_prints_one_line_and_exit_code_2(tmp_path):
                                       "--deadline", DEADLINE])
     assert result.exit_code == 0, result.output
     assert "s2601001" in result.output and "1 late" in result.output
+
+
+@pytest.mark.parametrize("entries, message", [
+    ([("s1", b"x"), ("s1/work.ipynb", b"y")], "both a file and a folder"),
+    ([("s1/work.ipynb", b"y"), ("s1", b"x")], "both a file and a folder"),
+    ([("s1.ipynb", b"x"), ("s1.ipynb", b"y")], "appears twice"),
+    ([("s1/", b""), ("s1", b"x")], "both a file and a folder"),
+])
+@pytest.mark.filterwarnings("ignore:Duplicate name")
+def test_conflicting_archive_layouts_are_refused_with_exit_2_and_one_line(tmp_path, entries, message):
+    source = make_zip(tmp_path / "conflict.zip", [(name, data, (2026, 7, 1, 0, 0, 0)) for name, data in entries])
+    with pytest.raises(UnsafeArchiveError, match=message):
+        pull.main(source=source, submissions=tmp_path / "subs")
+    result = CliRunner().invoke(cli, ["pull", "--from", str(source), "--submissions", str(tmp_path / "s")])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_ids_keep_japanese_names_and_refuse_impostors_newlines_and_reserved_names(tmp_path):
+    when = (2026, 7, 1, 0, 0, 0)
+    names = ["課題8_山田太郎.ipynb", "課題8_佐藤花子.ipynb", "s2601001.ipynb", "s2601001\u3000.ipynb",
+             "s2601002\n.ipynb", "index.html.ipynb", "grades.csv.ipynb", "submissions.json.ipynb",
+             "S2601003.ipynb", "s2601003.ipynb"]
+    source = make_zip(tmp_path / "class.zip", [(name, nb(name), when) for name in names])
+    summary = pull.main(source=source, submissions=tmp_path / "subs")
+    pulled = {p.student for p in summary.students}
+    assert pulled == {"課題8_山田太郎", "課題8_佐藤花子", "s2601001"}
+    assert sorted(p.name for p in (tmp_path / "subs").iterdir()) == sorted(
+        ["課題8_山田太郎.ipynb", "課題8_佐藤花子.ipynb", "s2601001.ipynb", "submissions.json"])
+    assert b"s2601001.ipynb" in (tmp_path / "subs" / "s2601001.ipynb").read_bytes()  # the real one, not the impostor
+    unmatched = "\n".join(summary.unmatched)
+    assert "s2601001\\u3000" in unmatched and "whitespace" in unmatched
+    assert "s2601002\\u000a" in unmatched and "control" in unmatched
+    for reserved in ("index.html", "grades.csv", "submissions.json"):
+        assert f"「{reserved}」 is not a usable student id" in unmatched
+    assert unmatched.count("several submissions map to one id") == 2  # S2601003 and s2601003: neither pulled

@@ -97,7 +97,7 @@ def test_hidden_checks_show_only_outcome_and_failure_message(graded):
     assert THRESHOLD_TEXT not in html and "reference 0.612" not in html
     assert "保存されたモデルのテスト正解率が基準に届きません。" in html
     hidden_rows = re.findall(r'<tr class="check" data-check="hidden">(.*?)</tr>', html, re.S)
-    assert len(hidden_rows) == 2 and all("非公開" in row for row in hidden_rows)
+    assert len(hidden_rows) == 3 and all("非公開" in row for row in hidden_rows)
     assert not any("講義" in row for row in hidden_rows)  # no hint either
 
 
@@ -213,7 +213,7 @@ def test_class_page_has_distributions_pass_rates_and_a_sortable_table(graded):
     for student in results:
         assert f'href="{student}/report.html"' in table
         assert (out / student / "report.html").is_file()
-    assert 'data-sort="65"' in table and 'class="sortable"' in index
+    assert 'data-sort="70"' in table and 'class="sortable"' in index
     script = re.search(r"<script>(.*?)</script>", index, re.S).group(1)
     assert script == report.SORT_SCRIPT and "localeCompare" in script
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
@@ -230,7 +230,7 @@ def test_grades_csv_opens_in_excel(graded):
     assert header[:4] == ["student", "status", "score", "max_score"] and header[4:4 + len(check_ids)] == check_ids
     assert [r[0] for r in body] == sorted(results)
     by_student = {r[0]: dict(zip(header, r)) for r in body}
-    assert by_student["s002_fail"]["score"] == "65" and by_student["s002_fail"]["generator.length"] == "0"
+    assert by_student["s002_fail"]["score"] == "70" and by_student["s002_fail"]["generator.length"] == "0"
     assert by_student["s001_pass"]["discussion.answered"] == "manual"
     assert by_student["s006_invalid"]["status"] == "invalid" and "JSON として読めません" in by_student["s006_invalid"]["message"]
     assert by_student["s002_fail"]["test_accuracy"] == "0.3100"

@@ -92,3 +92,58 @@ def test_ta_scores_the_discussion_and_overrides_a_check(server, browser):
     assert "test_size を手で書き換えていた" in page.inner_text("body")
     assert not problems, problems
     context.close()
+
+
+def test_nothing_a_notebook_wrote_can_script_the_review_app(attack_run, test_project, browser):
+    """The review_script notebook left a script in its outputs, an HTML page in its evidence (vouched for
+    by the recorder) and links to that page. The TA opens the class, the student, the report and clicks
+    the link: the gradebook is unchanged and no script of the student's ran."""
+    from grader.gradebook import Gradebook
+    from grader.review_store import ReviewStore
+
+    out = attack_run.summary.out_dir
+    planted = out / "review_script" / "evidence" / "evil.html"  # as if an older grader had exported it
+    planted.write_text("<script>document.title = 'PWNED'</script>", encoding="utf-8")
+
+    def state():
+        with Gradebook.open(out) as book, ReviewStore(out) as store:
+            return (book.manual_scores("kadai8"), store.overrides("kadai8"), store.history("kadai8", "honest"),
+                    (out / "grades.csv").read_bytes())
+
+    before = state()
+    srv = ReviewServer(out=out, project_root=test_project, assignment="kadai8", port=attack_run.review_port)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        context = browser.new_context()
+        page = context.new_page()
+        titles, dialogs, statuses = [], [], {}
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.on("response", lambda r: statuses.__setitem__(r.url, r.status))
+        page.goto(srv.url)
+        page.click("a.student-link:has-text('review_script')")
+        page.wait_for_url("**/student/review_script")
+        titles.append(page.title())
+        page.click("text=レポートを開く")
+        page.wait_for_url("**/files/review_script/report.html")
+        page.wait_for_timeout(500)
+        titles.append(page.title())
+        links = page.locator("a[href$='/files/review_script/evidence/evil.html']")
+        assert links.count() >= 2  # the markdown cell's and the HTML output's: sanitized, but links stay
+        with page.expect_navigation():
+            links.first.click()
+        page.wait_for_timeout(1500)  # time for any script that could have run
+        titles.append(page.title())
+        evil = f"http://127.0.0.1:{srv.port}/files/review_script/evidence/evil.html"
+        assert statuses[evil] == 404
+        for path in ("/files/review_script/evidence/evil.html", "/files/review_script/evidence/events.jsonl"):
+            assert page.goto(f"http://127.0.0.1:{srv.port}{path}").status == 404
+        page.goto(f"http://127.0.0.1:{srv.port}/files/review_script/report.html")
+        page.wait_for_timeout(500)
+        titles.append(page.title())
+        context.close()
+    finally:
+        srv.shutdown()
+        thread.join(timeout=10)
+    assert "PWNED" not in titles and not dialogs
+    assert state() == before  # no manual score, no override, no history, grades.csv byte for byte

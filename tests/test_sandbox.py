@@ -46,18 +46,19 @@ def make_launcher(tmp_path: Path, *, as_root: bool) -> tuple[BwrapLauncher, Kern
     return launcher, KernelJob(work_dir=tmp_path / "job", data_dir=data)
 
 
-def test_command_hides_parents_before_rebinding_what_the_kernel_needs(tmp_path):
+def test_command_starts_from_an_empty_root_and_binds_only_the_allowlist(tmp_path):
     launcher, job = make_launcher(tmp_path, as_root=True)
     job.work_dir.mkdir()
     job.uid = 61999
     command = launcher.command([sys.executable, "-c", "pass"], job)
-    tmpfs = [command[i + 1] for i, arg in enumerate(command) if arg == "--tmpfs"]
-    binds = [command[i + 1] for i, arg in enumerate(command) if arg == "--ro-bind"]
-    assert "/tmp" in tmpfs and str(tmp_path / "secret") not in tmpfs  # already under the private /tmp
-    assert str(ROOT) in tmpfs or str(ROOT.parent) in tmpfs
-    assert str(KERNEL_DIR) in binds and str(job.data_dir) in binds
-    last_tmpfs = max(i for i, arg in enumerate(command) if arg == "--tmpfs")
-    assert all(i > last_tmpfs for i, arg in enumerate(command) if arg == "--ro-bind" and command[i + 1] != "/")
+    pairs = [(arg, command[i + 1]) for i, arg in enumerate(command) if arg in ("--ro-bind", "--bind", "--tmpfs")]
+    binds = [path for kind, path in pairs if kind in ("--ro-bind", "--bind")]
+    assert ("--ro-bind", "/") not in pairs and "/" not in binds  # no host root underneath
+    assert ("--tmpfs", "/tmp") in pairs and ("--tmpfs", "/dev/shm") in pairs
+    assert str(KERNEL_DIR) in binds and str(job.data_dir) in binds and ("--bind", str(job.work_dir)) in pairs
+    assert not [p for p in binds if p in ("/root", "/home", "/work", "/opt", "/var", "/etc", str(ROOT), "/etc/shadow")
+                or p.startswith(("/etc/ssh", "/etc/shadow", "/etc/gshadow", str(tmp_path / "secret")))]
+    assert "/etc/machine-id" not in binds and "/etc/ld.so.cache" in binds
     assert ["--reuid=61999", "--regid=61999"] == [a for a in command if a.startswith(("--reuid", "--regid"))]
     assert "--unshare-net" in command and "--die-with-parent" in command and "--clearenv" in command
     assert any(a.startswith("--as=") for a in command) and any(a.startswith("--nproc=") for a in command)
@@ -107,7 +108,7 @@ open(os.path.join({str(job.cwd)!r}, "written.txt"), "w").write("ok")
     assert done.returncode == 0, done.stderr
     assert lines["uid"] == "61000" or int(lines["uid"]) >= 61000
     assert lines["secret"] == "FileNotFoundError" and lines["repo"] == "FileNotFoundError"
-    assert lines["shadow"] == "PermissionError"
+    assert lines["shadow"] == "FileNotFoundError"  # not even there: /etc is an allowlist
     assert lines["net"] == "101"  # ENETUNREACH: a network namespace with no interfaces
     assert lines["unshare"] == "-1 1"  # EPERM from the seccomp filter
     assert written == "ok"  # its own work folder is writable
@@ -126,8 +127,54 @@ def test_without_any_layer_grading_is_refused_unless_asked(monkeypatch):
 
 def test_doctor_says_which_layer_grading_uses():
     done = subprocess.run([sys.executable, "-m", "grader", "doctor"], capture_output=True, text=True, timeout=120)
-    assert "seccomp filter" in done.stdout
+    assert "seccomp filter" in done.stdout and "cgroup limits" in done.stdout
     if any(r.works for r in probe_layers()):
         assert done.returncode == 0 and "grading will use:" in done.stdout
     else:
         assert done.returncode == 1 and "no sandbox available" in done.stdout
+
+
+@needs_root_bwrap
+def test_memfd_pages_beyond_the_job_limit_are_killed_and_counted(tmp_path):
+    """No TensorFlow: a plain process holds memfd pages it never maps (RLIMIT_AS cannot see them)."""
+    if launcher_cgroups() is None:
+        pytest.skip("no usable cgroup hierarchy here")
+    launcher = BwrapLauncher(policy=SandboxPolicy(), limits=SandboxLimits(memory_mb=256, disk_mb=64), as_root=True)
+    job = KernelJob(work_dir=tmp_path / "job", data_dir=tmp_path)
+    job.work_dir.mkdir()
+    launcher.setup_job(job)
+    group = launcher._groups[job.work_dir]
+    hold = "import os\nfor i in range(8):\n    fd = os.memfd_create('x'); os.posix_fallocate(fd, 0, 64 << 20); print(i, flush=True)"
+    try:
+        done = subprocess.run(launcher.command([sys.executable, "-c", hold], job), env=launcher.environment(job),
+                              capture_output=True, text=True, timeout=120)
+        kills, peak = launcher.memory_kills(job), launcher.memory_peak_mb(job)
+    finally:
+        launcher.teardown_job(job)
+    assert done.returncode == 137 and len(done.stdout.split()) < 4  # SIGKILL before 256 MiB were held
+    assert kills == 1 and peak <= 256
+    assert not any(d.exists() for d in group.dirs.values())  # the job's cgroup is gone
+    assert "cgroup" in launcher.limits_in_force["memory"] and "memfd" in launcher.limits_in_force["memory"]
+
+
+def launcher_cgroups():
+    from grader.cgroups import detect
+
+    return detect()[0]
+
+
+def test_cgroup_files_are_parsed_for_both_hierarchies(tmp_path):
+    from grader.cgroups import _own_dir, own_groups, read_mounts
+
+    (tmp_path / "mountinfo").write_text(
+        "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+        "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct\n"
+        "41 31 0:38 /docker/abc /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n", encoding="utf-8")
+    (tmp_path / "cgroup").write_text("4:memory:/process_api/x\n1:cpu,cpuacct:/\n0::/docker/abc/grader\n",
+                                     encoding="utf-8")
+    mounts = {m.point.name: m for m in read_mounts(tmp_path / "mountinfo")}
+    groups = own_groups(tmp_path / "cgroup")
+    assert groups == {"memory": "/process_api/x", "cpu": "/", "cpuacct": "/", "unified": "/docker/abc/grader"}
+    assert "cpu" in mounts["cpu,cpuacct"].options and mounts["unified"].fstype == "cgroup2"
+    assert _own_dir(mounts["memory"], groups["memory"]) == Path("/sys/fs/cgroup/memory/process_api/x")
+    assert _own_dir(mounts["unified"], groups["unified"]) == Path("/sys/fs/cgroup/unified/grader")

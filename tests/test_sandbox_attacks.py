@@ -7,55 +7,25 @@ The notebooks in tests/fixtures/attacks/ print one `RESULT <label> <outcome>` li
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
-import shutil
-import socket
 import subprocess
+
+from pathlib import Path
 
 import nbformat
 import pytest
 
-from grader.sandbox import FIRST_SANDBOX_UID, UID_LOCK_DIR, probe_layers
-from conftest import FIXTURES, ROOT, TEST_DISK_MB
+from grader.sandbox import FIRST_SANDBOX_UID, UID_LOCK_DIR
+from conftest import ATTACKS, JAPANESE_NAMES, REFUSED_NAMES, TEST_DISK_MB, TEST_MEMORY_MB, strongest_layer
 
 pytestmark = pytest.mark.slow
-ATTACKS = ROOT / "tests" / "fixtures" / "attacks"
-
-
-def strongest_layer() -> str:
-    return next((r.name for r in probe_layers() if r.works), "")
 
 
 requires_root_sandbox = pytest.mark.skipif(
     strongest_layer() != "bubblewrap (root, uid drop)",
     reason="needs root with bubblewrap (as in CI and `make setup`); this machine has: " + (strongest_layer() or "none"))
-
-
-@pytest.fixture(scope="session")
-def attack_batch(tmp_path_factory, tiny_keras_home, test_project, reference_cache):
-    """Grade every attack notebook plus one honest notebook in one batch, two kernels at a time."""
-    from grader.commands import grade
-
-    if strongest_layer() != "bubblewrap (root, uid drop)":
-        pytest.skip("needs root with bubblewrap")
-    submissions = tmp_path_factory.mktemp("attack-submissions")
-    out = tmp_path_factory.mktemp("attack-out")
-    listener = socket.create_server(("127.0.0.1", 0))  # a host service the sandbox must not reach
-    values = {"{{PROJECT_ROOT}}": str(test_project), "{{REPO}}": str(ROOT), "{{SUBMISSIONS}}": str(submissions),
-              "{{OUT}}": str(out), "{{PORT}}": str(listener.getsockname()[1])}
-    for notebook in ATTACKS.glob("*.ipynb"):
-        text = notebook.read_text(encoding="utf-8")
-        for key, value in values.items():
-            text = text.replace(key, value)
-        (submissions / notebook.name).write_text(text, encoding="utf-8")
-    shutil.copy(FIXTURES / "correct.ipynb", submissions / "honest.ipynb")
-    try:
-        summary = grade.main(assignment="kadai8", submissions=submissions, out=out, budget="quick", jobs=2,
-                             project_root=test_project, keras_home=tiny_keras_home, cache_root=reference_cache)
-    finally:
-        listener.close()
-    return {r.student: r for r in summary.results}, summary
 
 
 def results_printed(summary, student: str) -> dict[str, list[str]]:
@@ -71,9 +41,20 @@ def results_printed(summary, student: str) -> dict[str, list[str]]:
     return found
 
 
+def printed_json(summary, student: str, label: str):
+    """The JSON after `RESULT <label> ` in the executed notebook."""
+    executed = nbformat.read(summary.out_dir / student / "executed.ipynb", as_version=4)
+    for cell in executed.cells:
+        for output in cell.get("outputs", []):
+            for line in output.get("text", "").splitlines():
+                if line.startswith(f"RESULT {label} "):
+                    return json.loads(line[len(f"RESULT {label} "):])
+    raise AssertionError(f"{student} printed no RESULT {label}")
+
+
 def test_the_batch_survives_and_every_attack_gets_a_verdict(attack_batch):
     results, summary = attack_batch
-    assert set(results) == {p.stem for p in ATTACKS.glob("*.ipynb")} | {"honest"}
+    assert set(results) == {p.stem for p in ATTACKS.glob("*.ipynb")} | {"honest", "s2601001", *JAPANESE_NAMES}
     assert all(r.status != "grader_error" for r in results.values()), {s: r.message for s, r in results.items()}
     assert results["honest"].status == "graded"
     assert {c.id: c.status for c in results["honest"].checks if c.status != "pass"} == {"discussion.answered": "manual"}
@@ -86,8 +67,8 @@ def test_reference_other_submissions_outputs_and_shadow_are_unreadable(attack_ba
     assert set(printed) == {"reference", "spec", "repo_reference", "other_submission", "submissions_dir",
                             "output_dir", "shadow", "root_home"}
     assert not [label for label, words in printed.items() if words[0] == "LEAK"], printed
-    assert printed["shadow"][0] == "PermissionError"  # readable only by root: the uid drop is real
-    assert printed["reference"][0] == "FileNotFoundError"  # hidden: the folder is an empty tmpfs
+    assert printed["shadow"][0] == "FileNotFoundError"  # /etc is an allowlist: no shadow at all
+    assert printed["reference"][0] == "FileNotFoundError"  # not bound: the project does not exist inside
 
 
 def test_no_network_not_even_the_hosts_loopback(attack_batch):
@@ -104,11 +85,27 @@ def test_fork_bomb_is_stopped_at_the_process_limit(attack_batch):
     assert words[0] == "STOPPED" and int(words[1]) < 256 and words[2] == "11"  # EAGAIN
 
 
-def test_memory_bomb_becomes_a_memory_error(attack_batch):
-    results, summary = attack_batch
-    words = results_printed(summary, "memory_bomb")["memory"]
-    assert words[0] == "STOPPED" and int(words[1]) < 8192
-    assert results["memory_bomb"].status == "graded"
+def test_every_memory_route_is_stopped_at_the_cgroup_limit_and_reported(attack_run):
+    """Touched pages, memfd pages never mapped (RLIMIT_AS never saw them), and tmpfs files plus
+    anonymous memory: each kernel dies at the job's limit, and the TA reads "memory limit exceeded"."""
+    results, summary = attack_run.results, attack_run.summary
+    for student, label in (("memory_bomb", "memory"), ("memfd_bomb", "memfd"), ("tmpfs_then_anon", "anon")):
+        result, printed = results[student], results_printed(summary, student)
+        assert printed[label][0] == "HELD" and "DONE" not in printed.get(label, []), (student, printed)
+        assert "after" not in printed  # the kernel was killed: the next cell never ran
+        assert result.status == "kernel_died" and result.execution["memory_exceeded"], (student, result.message)
+        assert "メモリ上限超過" in result.message and f"{TEST_MEMORY_MB} MiB" in result.message
+        assert result.execution["memory_peak_mb"] <= TEST_MEMORY_MB
+        assert "cgroup" in result.execution["limits"]["memory"]
+    assert int(results_printed(summary, "memory_bomb")["memory"][1]) < TEST_MEMORY_MB
+    assert int(results_printed(summary, "memfd_bomb")["memfd"][1]) < TEST_MEMORY_MB
+    tmpfs = results_printed(summary, "tmpfs_then_anon")
+    files, anon = int(tmpfs["tmpfs"][1]), int(tmpfs["anon"][1])
+    assert files >= 3 * 150  # /dev/shm, /tmp and the job folder really held files …
+    assert files + anon < TEST_MEMORY_MB  # … and they counted against the same limit as the arrays
+    # without cgroups the bomb alone would take 16 GiB; two kernels at the limit take 4 (noise: other work)
+    print(f"host MemAvailable fell at most {attack_run.host_drop_mb} MiB during the batch")
+    assert attack_run.host_drop_mb < 8192, attack_run.host_drop_mb
 
 
 def test_disk_filler_hits_the_job_size_limit(attack_batch):
@@ -173,6 +170,20 @@ def uid_in_use(uid: int) -> bool:
         return False
 
 
+def grader_alive(work_root: str) -> bool:
+    """A work root whose owner lock is held belongs to a grader that is still running (grader.workroot)."""
+    owner = Path(work_root) / ".grader-owner"
+    try:
+        with open(owner, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
 def test_no_process_of_any_job_outlives_the_batch(attack_batch):
     listing = subprocess.run(["ps", "-eo", "uid=,comm="], capture_output=True, text=True, check=True).stdout
     uids = {int(line.split()[0]) for line in listing.splitlines()}
@@ -180,7 +191,12 @@ def test_no_process_of_any_job_outlives_the_batch(attack_batch):
     assert leftovers == []  # the fork bomb's children and the daemonised sleeper are gone
     mounts = open("/proc/mounts", encoding="utf-8").read()
     ours = "|".join(p.stem for p in ATTACKS.glob("*.ipynb"))
-    assert not re.search(rf" /tmp/grader-[^/ ]+/({ours})-\S+ tmpfs ", mounts)  # every job folder unmounted
+    left = [m for m in re.findall(rf" (/tmp/grader-[^/ ]+)/(?:{ours})-\S+ tmpfs ", mounts) if not grader_alive(m)]
+    assert left == []  # every job folder unmounted (another helper's batch still running is not ours)
+    from grader.cgroups import PARENT_NAME
+
+    groups = [p for p in Path("/sys/fs/cgroup").glob(f"**/{PARENT_NAME}/job-*") if not uid_in_use(int(p.name[4:]))]
+    assert groups == []  # every job's cgroup removed
 
 
 def test_tampering_in_the_kernel_does_not_change_the_score(attack_batch, graded_batch):
@@ -203,3 +219,72 @@ def test_the_grader_never_runs_as_the_student(attack_batch):
     assert os.geteuid() == 0
     assert all(r.execution.get("sandbox") == "bubblewrap (root, uid drop)" for r in results.values()
                if r.status != "invalid")
+
+
+def test_a_kernel_sees_no_file_of_the_host_but_system_interpreter_data_and_its_own(attack_run, test_project):
+    from grader.launch import KERNEL_DIR
+    from grader.sandbox import interpreter_paths
+    from conftest import ROOT
+
+    summary = attack_run.summary
+    found = [Path(p) for p in printed_json(summary, "walk_files", "found")]
+    allowed = [Path("/usr"), Path("/etc"), *interpreter_paths()]
+    outside = [p for p in found if not any(p.is_relative_to(root) for root in allowed)]
+    assert outside == []  # not one notebook, spec, gradebook or CSV of a checkout, the decoy or the class
+    assert {p.name for p in found} & {"reference.ipynb", "gradebook.sqlite", "grades.csv", "spec.toml"} == set()
+    tops = set(printed_json(summary, "walk_files", "tops"))
+    expected = {"bin", "dev", "etc", "lib", "lib64", "proc", "sbin", "sys", "tmp", "usr"}
+    expected |= {p.parts[1] for p in [*interpreter_paths(), KERNEL_DIR]}
+    assert tops <= expected | {"lib32", "libx32"}, tops - expected
+    mounts = printed_json(summary, "walk_files", "mountinfo")
+    for secret in (attack_run.decoy, ROOT, test_project, summary.out_dir, Path("/root"), Path("/home")):
+        assert str(secret) not in mounts
+    assert not [m for m in mounts if m.startswith(str(attack_run.decoy.parent))]
+
+
+def test_display_updates_comms_and_repeated_errors_stay_under_the_output_cap(attack_run):
+    from grader.execute import TRUNCATION_NOTE
+
+    result, summary = attack_run.results["display_flood"], attack_run.summary
+    executed_path = summary.out_dir / "display_flood" / "executed.ipynb"
+    assert executed_path.stat().st_size < 10_000_000  # the spec's max_output_mb (was 200 MB)
+    assert executed_path.stat().st_size < 2_000_000
+    printed = results_printed(summary, "display_flood")
+    assert printed["update"] == ["DONE"] and printed["comm"] == ["DONE"] and printed["after"] == ["DONE"]
+    executed = nbformat.read(executed_path, as_version=4)
+    displays = [o for o in executed.cells[1].outputs if o.output_type == "display_data"]
+    assert len(displays) == 40 and all(o.data["text/plain"] == TRUNCATION_NOTE for o in displays)
+    assert 1 in result.execution["truncated_cells"] and any("省略" in note for note in result.notes)
+    assert "widgets" not in executed.metadata  # comm traffic is not stored
+    errors = [o for o in executed.cells[4].outputs if o.output_type == "error"]
+    assert errors and all(len(o.evalue) <= 2_000 for o in errors)
+
+
+def test_evidence_keeps_only_harness_files_whatever_the_recorder_vouched_for(attack_run):
+    result, summary = attack_run.results["review_script"], attack_run.summary
+    assert results_printed(summary, "review_script")["evidence"] == ["PLANTED"]
+    exported = {p.name for p in (summary.out_dir / "review_script" / "evidence").iterdir()}
+    assert not {"evil.html", "evil.npz", "evil.svg"} & exported
+    notes = "\n".join(result.notes)
+    assert "evil.html (not a file name or type the harness writes)" in notes
+    assert "evil.svg (not a file name or type the harness writes)" in notes
+    assert "evil.npz (not the archive its name says)" in notes
+
+
+def test_japanese_names_are_graded_as_written_and_bad_names_are_refused_as_data(attack_run):
+    results, summary = attack_run.results, attack_run.summary
+    for name in JAPANESE_NAMES:
+        assert results[name].student == name and results[name].status == "graded"
+        assert results_printed(summary, name)["name"] == [name]
+        assert (summary.out_dir / name / "report.html").is_file()
+    assert results_printed(summary, "s2601001")["real"] == ["s2601001"]  # the real one, not the impostor
+    refused = {r.name: r.reason for r in summary.refused}
+    assert set(refused) == {"s2601001\\u3000.ipynb", "s2601002\\u000a.ipynb", "index.html.ipynb", "grades.csv.ipynb",
+                            "submissions.json.ipynb", "dup.ipynb", "dup/", "Twin.ipynb", "twin.ipynb"}
+    assert "whitespace" in refused["s2601001\\u3000.ipynb"] and "U+000A" in refused["s2601002\\u000a.ipynb"]
+    assert "reserved" in refused["index.html.ipynb"] and "one id" in refused["dup/"] and "one id" in refused["twin.ipynb"]
+    assert (summary.out_dir / "index.html").is_file() and (summary.out_dir / "grades.csv").is_file()
+    page = (summary.out_dir / "index.html").read_text(encoding="utf-8")
+    assert "採点しなかった提出 (9)" in page and "s2601001\\u3000.ipynb" in page
+    assert len(REFUSED_NAMES) == 9
+    assert not [p for p in summary.out_dir.iterdir() if "\n" in p.name or p.name.casefold().startswith("twin")]

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "notebooks"
+REALISTIC = ROOT / "tests" / "fixtures" / "realistic"
 COMPARED = ("id", "status", "points", "max_points", "message", "expected", "actual", "title", "hint")
 CP932_FIXTURE = "batch32"  # run on a cp932 console (Japanese Windows)
 
@@ -117,7 +118,7 @@ def test_selfcheck_prints_the_table_in_japanese_even_on_a_cp932_console(selfchec
     assert "len(g) が参照解と違います" in stdout and "ヒント:" in stdout
     assert "Traceback" not in done.stderr.decode("cp932", errors="replace")
     _, _, correct = selfchecked["correct"]
-    assert "✓ 公開チェックはすべて OK です。" in correct and "非公開の項目が 2 つ" in correct
+    assert "✓ 公開チェックはすべて OK です。" in correct and "非公開の項目が 3 つ" in correct
 
 
 def test_selfcheck_explains_the_slides_keras2_import_and_the_float_steps(selfchecked):
@@ -142,3 +143,20 @@ def test_grader_check_agrees_too_and_writes_a_report_beside_the_notebook(
     html = (tmp_path / f"{student}.selfcheck.html").read_text(encoding="utf-8")
     assert "セルフチェック" in html and "ジェネレータの長さ" in html
     assert "model.test_accuracy" not in html
+
+
+def test_selfcheck_bridges_keras2_code_in_colabs_environment_as_the_grader_does(
+        realistic_batch, colab_python, tiny_selfcheck, tiny_keras_home, tmp_path):
+    """tensorflow.python.keras, np_utils, SGD(lr, decay), metrics='acc', save_to_dir into a missing folder:
+    run by selfcheck.py in the Colab-like venv, the bridge and the checks give the grader's verdicts."""
+    student = "課題8_鈴木"
+    report = tmp_path / "report.json"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "LANG": "C.UTF-8",
+           "KERAS_HOME": str(tiny_keras_home), "PYTHONIOENCODING": "utf-8", "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
+    done = subprocess.run([str(colab_python), str(tiny_selfcheck), str(REALISTIC / f"{student}.ipynb"),
+                           "--json", str(report)], capture_output=True, env=env, cwd=str(tmp_path), timeout=600)
+    assert report.is_file(), done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
+    mine = json.loads(report.read_text(encoding="utf-8"))["result"]
+    results, _ = realistic_batch
+    assert visible(mine["checks"]) == visible([c.__dict__ for c in results[student].checks])
+    assert any("tensorflow.python.keras" in note for note in mine["notes"])

@@ -29,6 +29,14 @@ class AccuracyThreshold:
 
 
 @dataclass(frozen=True)
+class DatasetHashes:
+    """Source hashes (grader_kernel.source_hashes) of the grader's own training and test images."""
+
+    train: np.ndarray
+    test: np.ndarray
+
+
+@dataclass(frozen=True)
 class CheckContext:
     student: Evidence
     reference: Evidence
@@ -39,6 +47,7 @@ class CheckContext:
     test_hashes: np.ndarray | None = None
     notebook: Any = None  # the submitted notebook (nbformat node), read as data
     threshold: AccuracyThreshold | None = None  # for trusted_test_accuracy; None: the single-reference rule
+    dataset_hashes: DatasetHashes | None = None  # for data_source: what the grader's data set looks like
     known: Any = None  # grader.known_data.GraderData: the grader's own images (exact and near-copy lookups)
 
 
@@ -72,4 +81,4 @@ def missing(reason: str, expected: Any = None, **args: Any) -> Observation:
     return Observation(NOT_RUN, None, expected, reason, args)
 
 
-from grader.checks import data, generator, notebook, training  # noqa: E402,F401  (registers kinds)
+from grader.checks import compat, data, generator, notebook, training  # noqa: E402,F401  (registers kinds)

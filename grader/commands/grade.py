@@ -17,7 +17,6 @@ import asyncio
 import copy
 import hashlib
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from grader.integrity import hold_for_review
 from grader.gradebook import (
     Gradebook, ManualScore, ResultRow, batch_inputs, input_fingerprint, result_json, sha256_bytes,
 )
-from grader.kernel import grader_kernel
+from grader.kernel import harness_source
 from grader.kernel.grader_kernel import image_hashes
 from grader.known_data import GraderData
 from grader.launch import Launcher
@@ -48,11 +47,11 @@ from grader.report import write_class_outputs, write_student_report
 from grader.results import GRADER_ERROR, StudentResult
 from grader.sandbox import SandboxLimits, SandboxPolicy, choose_launcher
 from grader.spec import AssignmentSpec, Budget, load_spec
+from grader.student_ids import Refusal, group_sources, normalise
 from grader.verdicts import judge, not_run_results, observe
 from grader.workroot import exclusive_output, work_root
 
 log = logging.getLogger("grader.grade")
-SAFE_ID = re.compile(r"[^0-9A-Za-z_.\-]")
 ACCURACY_KIND = "trusted_test_accuracy"
 # What a report.html is rendered from besides the result: when any of these change, reports are redrawn.
 REPORT_CODE = ("report.py", "figures.py", "render_notebook.py", "templates")
@@ -73,6 +72,7 @@ class BatchSummary:
     jobs: int = 1
     threads: int = 1
     run_id: int = 0
+    refused: list[Refusal] = field(default_factory=list)  # handed-in names not graded, and why
 
 
 @dataclass(frozen=True)
@@ -86,25 +86,44 @@ class Planned:
     previous: ResultRow | None = None
 
 
-def find_submissions(folder: Path) -> list[Submission]:
-    """`DIR/<id>.ipynb` → id is the file stem; `DIR/<id>/<name>.ipynb` → id is the folder name."""
+@dataclass
+class SubmissionScan:
+    """What a submissions folder holds: the notebooks to grade, and the names refused (with why)."""
+
+    submissions: list[Submission]
+    refused: list[Refusal] = field(default_factory=list)
+
+
+def scan_submissions(folder: Path) -> SubmissionScan:
+    """`DIR/<id>.ipynb` → id is the file stem; `DIR/<id>/<name>.ipynb` → id is the folder name.
+
+    Ids follow grader.student_ids: kept as written (NFC); a name the rules refuse, or two names
+    that would be one id, are not graded and come back as refusals, never as a crash.
+    """
     if not folder.is_dir():
         raise ConfigError(f"submissions folder not found: {folder}")
-    found: dict[str, Path] = {}
+    named: dict[str, list[str]] = {}
+    notebook_of: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith("."):
+        if path.name.startswith(".") or path.is_symlink():
             continue
         if path.is_file() and path.suffix == ".ipynb":
-            found[safe_id(path.stem)] = path
+            named.setdefault(path.stem, []).append(path.name)
+            notebook_of[path.stem] = path
         elif path.is_dir():
-            notebooks = sorted(p for p in path.glob("*.ipynb") if not p.name.startswith("."))
+            notebooks = sorted(p for p in path.glob("*.ipynb") if not p.name.startswith(".") and p.is_file())
             if notebooks:  # several: the most recently saved is the submission
-                found[safe_id(path.name)] = max(notebooks, key=lambda p: (p.stat().st_mtime, p.name))
-    return [Submission(student, path) for student, path in sorted(found.items())]
+                named.setdefault(path.name, []).append(path.name + "/")
+                notebook_of[path.name] = max(notebooks, key=lambda p: (p.stat().st_mtime, p.name))
+    usable, refused = group_sources(named)
+    for refusal in refused:
+        log.warning("not graded: %s — %s", refusal.name, refusal.reason)
+    return SubmissionScan([Submission(student, notebook_of[raw]) for student, raw in sorted(usable.items())], refused)
 
 
-def safe_id(raw: str) -> str:
-    return SAFE_ID.sub("_", raw.strip()) or "unnamed"
+def find_submissions(folder: Path) -> list[Submission]:
+    """The gradable notebooks of a folder (see scan_submissions for the refused ones)."""
+    return scan_submissions(folder).submissions
 
 
 def default_budget(spec: AssignmentSpec) -> str:
@@ -266,8 +285,9 @@ async def grade_all(
     progress = progress or NoProgress()
     spec = load_spec(project_root, assignment)
     chosen = spec.budget(budget or default_budget(spec))
-    found = find_submissions(submissions)
-    only = sorted(set(students or ()))
+    scan = scan_submissions(submissions)
+    found = scan.submissions
+    only = sorted({normalise(s) for s in students or ()})  # a name typed on macOS may arrive decomposed
     unknown = sorted(set(only) - {s.student for s in found})
     if unknown:
         raise ConfigError(f"--student: no submission for {', '.join(unknown)} in {submissions}")
@@ -280,7 +300,7 @@ async def grade_all(
     threads = threads or threads_per_job(jobs)
     versions = library_versions()
     shared = batch_inputs(spec_source=spec.source_bytes, reference=spec.reference.read_bytes() if
-                          spec.reference.is_file() else b"", kernel=Path(grader_kernel.__file__).read_bytes(),
+                          spec.reference.is_file() else b"", kernel=harness_source(),
                           versions=versions, data_fingerprint=data_fingerprint, budget=chosen.name, lang=lang)
     calibration = load_calibration(calibration_root, spec, chosen, data_fingerprint)
     accuracy_rule = next((c.params for c in spec.checks if c.kind == ACCURACY_KIND), None)
@@ -296,13 +316,16 @@ async def grade_all(
         run_id = book.start_run(assignment=spec.id, budget=chosen.name, jobs=jobs, threads=threads,
                                 grader_version=__version__)
         results: dict[str, StudentResult] = {}
-        summary = BatchSummary(out, [], chosen.name, None, 0.0, "", jobs=jobs, threads=threads, run_id=run_id)
+        summary = BatchSummary(out, [], chosen.name, None, 0.0, "", jobs=jobs, threads=threads, run_id=run_id,
+                               refused=scan.refused)
         try:
             fingerprints = {}
             for submission in found:
                 data = submission.path.read_bytes()
                 fingerprints[submission.student] = input_fingerprint(data, batch_inputs=shared)
                 book.record_submission(spec.id, submission.student, submission.path, sha256_bytes(data))
+            if not only:  # a --student run scans the same folder but must not forget the others' state
+                book.set_refused(spec.id, [(r.name, r.reason) for r in scan.refused])
             plan = plan_batch(found, fingerprints, book.results(spec.id), force=force, only=only or None)
             manual = book.manual_scores(spec.id)
             overrides = review_overrides(out, spec.id)
@@ -391,7 +414,8 @@ async def grade_all(
                                                    if (r.reference or {}).get("accuracy") is not None), None)
             summary.threshold = threshold(summary.reference_accuracy)
             write_class_outputs(summary.results, out, lang=lang, title=spec.title.get(lang),
-                                budget_summary=f"{chosen.name} ({chosen.summary(lang)})")
+                                budget_summary=f"{chosen.name} ({chosen.summary(lang)})",
+                                refused=book.refused(spec.id))
             summary.seconds = time.monotonic() - started
             book.finish_run(run_id, students=len(summary.results), executed=len(summary.executed),
                             reused=len(summary.reused), seconds=summary.seconds)

@@ -8,12 +8,14 @@ Layouts recognised (a single wrapper folder around everything is looked through)
 A zip inside a student's folder (or at the top level) is opened one level deep.
 
 LMS ids and names become student ids through the roster CSV (`student_id` plus any of `name`,
-`moodle_id`, `canvas_id`); without a roster the LMS's own numeric id is the student id. Per
-student the latest submission wins (time, then attempt id). The submission time is the file's
+`moodle_id`, `canvas_id`); without a roster the LMS's own numeric id is the student id. Ids
+follow grader.student_ids (kept as written, NFC; unusable or colliding names are reported as not
+matched, never pulled). Per student the latest submission wins (time, then attempt id). The submission time is the file's
 time inside the zip (ZipInfo.date_time, local time of the deadline's zone) or the file's mtime.
 
 Archives are untrusted: absolute paths, `..`, links and special files, encrypted entries, too
-many entries, too many bytes and suspicious compression ratios are refused (UnsafeArchiveError)
+many entries, too many bytes, suspicious compression ratios, a name used twice or both as a file
+and a folder, and entries the disk cannot hold are refused (UnsafeArchiveError, exit 2)
 before anything is written, and sizes are enforced while decompressing, not taken on trust.
 """
 
@@ -34,8 +36,9 @@ from pathlib import Path, PurePosixPath
 
 from grader.errors import ConfigError, GraderError
 from grader.manifest import MANIFEST
+from grader.student_ids import clash_key, escaped, normalise, printable
+from grader.student_ids import problem as id_problem
 
-SAFE_ID = re.compile(r"^[0-9A-Za-z_\-][0-9A-Za-z_.\-]{0,63}$")
 MOODLE = re.compile(r"^(?P<name>.+)_(?P<lms_id>\d+)_assignsubmission_[a-z]+_?$")
 CANVAS = re.compile(r"^(?P<name>[^_/]+?)(?P<late>_LATE)?_(?P<lms_id>\d+)_(?P<attempt>\d+)_(?P<original>.+)$")
 IGNORED_PARTS = {"__MACOSX", ".ipynb_checkpoints"}
@@ -154,6 +157,7 @@ def safe_extract(archive: Path, target: Path, *, limits: ZipLimits, budget: _Bud
             declared += info.file_size
             if path is not None:
                 planned.append((info, path))
+        _check_layout(label, planned, [PurePosixPath(_entry_name(i)) for i in infos if i.is_dir()])
         if budget.bytes + declared > limits.max_total_bytes:
             raise UnsafeArchiveError(f"{label}: expands to {declared:,} bytes (limit {limits.max_total_bytes:,})")
         written = []
@@ -162,20 +166,40 @@ def safe_extract(archive: Path, target: Path, *, limits: ZipLimits, budget: _Bud
             destination = (target / Path(*path.parts)).resolve()
             if root not in destination.parents:
                 raise UnsafeArchiveError(f"{label}: entry {info.filename!r} would be written outside the target folder")
-            destination.parent.mkdir(parents=True, exist_ok=True)
             size = 0
-            with zf.open(info) as source, open(destination, "wb") as sink:
-                while chunk := source.read(1 << 20):
-                    size += len(chunk)
-                    budget.bytes += len(chunk)
-                    if size > max(info.file_size, 0) or size > limits.max_file_bytes \
-                            or budget.bytes > limits.max_total_bytes:
-                        raise UnsafeArchiveError(f"{label}: entry {info.filename!r} is larger than it declares")
-                    sink.write(chunk)
+            try:
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as source, open(destination, "wb") as sink:
+                    while chunk := source.read(1 << 20):
+                        size += len(chunk)
+                        budget.bytes += len(chunk)
+                        if size > max(info.file_size, 0) or size > limits.max_file_bytes \
+                                or budget.bytes > limits.max_total_bytes:
+                            raise UnsafeArchiveError(f"{label}: entry {info.filename!r} is larger than it declares")
+                        sink.write(chunk)
+            except (OSError, zipfile.BadZipFile, EOFError, RuntimeError) as exc:  # a name the disk refuses, a bad CRC
+                raise UnsafeArchiveError(f"{label}: entry {info.filename!r} cannot be extracted: "
+                                         f"{getattr(exc, 'strerror', None) or exc}") from None
             when = datetime(*info.date_time, tzinfo=tz).timestamp()
             os.utime(destination, (when, when))
             written.append(destination)
         return written
+
+
+def _check_layout(label: str, planned: list[tuple[zipfile.ZipInfo, PurePosixPath]],
+                  folders: list[PurePosixPath]) -> None:
+    """Refuse what cannot be laid out as one tree: a name used twice, or both as a file and as a folder."""
+    files: dict[tuple[str, ...], str] = {}
+    for info, path in planned:
+        key = tuple(unicodedata.normalize("NFC", part) for part in path.parts)
+        if key in files:
+            raise UnsafeArchiveError(f"{label}: {path.as_posix()!r} appears twice in the archive")
+        files[key] = info.filename
+    parents = {key[:i] for key in files for i in range(1, len(key))}
+    parents |= {tuple(unicodedata.normalize("NFC", p) for p in folder.parts) for folder in folders}
+    clash = sorted(set(files) & parents)
+    if clash:
+        raise UnsafeArchiveError(f"{label}: {'/'.join(clash[0])!r} is both a file and a folder in the archive")
 
 
 # ---------------------------------------------------------------- layouts
@@ -232,11 +256,11 @@ class Roster:
             raise ConfigError(f"cannot read the roster {path}: {exc}") from None
         if not rows or "student_id" not in rows[0]:
             raise ConfigError(f"{path}: the roster needs a `student_id` column (optional: name, moodle_id, canvas_id)")
-        self.ids = {r["student_id"].strip() for r in rows if (r.get("student_id") or "").strip()}
+        self.ids = {normalise(r["student_id"].strip()) for r in rows if (r.get("student_id") or "").strip()}
         self.by_lms: dict[tuple[str, str], str] = {}
         self.by_name: dict[str, str] = {}
         for r in rows:
-            sid = (r.get("student_id") or "").strip()
+            sid = normalise((r.get("student_id") or "").strip())
             for layout in ("moodle", "canvas"):
                 if (r.get(f"{layout}_id") or "").strip():
                     self.by_lms[(layout, r[f"{layout}_id"].strip())] = sid
@@ -245,7 +269,7 @@ class Roster:
 
     def resolve(self, found: _Found) -> str | None:
         if found.layout == "plain":
-            return found.key if found.key in self.ids else None
+            return normalise(found.key) if normalise(found.key) in self.ids else None
         return self.by_lms.get((found.layout, found.lms_id or "")) or \
             (self.by_name.get(_normal_name(found.name)) if found.name else None)
 
@@ -313,12 +337,17 @@ def main(*, source: Path, submissions: Path, roster: Path | None = None, deadlin
         unmatched: list[str] = []
         for item in found:
             student = book.resolve(item) if book else item.key
-            if student is None or not SAFE_ID.match(student):
-                what = f"{item.source} ({item.layout}" + (f", id {item.lms_id}" if item.lms_id else "") + \
-                       (f", name {item.name}" if item.name else "") + ")"
-                unmatched.append(what + (" — not in the roster" if book else " — not a usable student id"))
+            what = f"{escaped(item.source)} ({item.layout}" + (f", id {item.lms_id}" if item.lms_id else "") + \
+                (f", name {escaped(item.name)}" if item.name else "") + ")"
+            if student is None:
+                unmatched.append(what + " — not in the roster")
                 continue
-            chosen.setdefault(student, []).append(item)
+            why = id_problem(student)
+            if why:
+                unmatched.append(f"{what} — {printable(student)} is not a usable student id: {why}")
+                continue
+            chosen.setdefault(normalise(student), []).append(item)
+        unmatched += _refuse_clashes(chosen)
 
         submissions.mkdir(parents=True, exist_ok=True)
         pulled = []
@@ -345,6 +374,23 @@ def main(*, source: Path, submissions: Path, roster: Path | None = None, deadlin
         "students": [asdict(p) for p in pulled], "unmatched": unmatched, "skipped": skipped,
     }, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return PullSummary(submissions, pulled, unmatched, skipped, manifest)
+
+
+def _refuse_clashes(chosen: dict[str, list[_Found]]) -> list[str]:
+    """Ids that differ but are one id to a case-insensitive disk or a TA (`S1`/`s1`, `ｓ1`/`s1`):
+    none of them is pulled, each is reported (grader.student_ids)."""
+    by_key: dict[str, list[str]] = {}
+    for student in chosen:
+        by_key.setdefault(clash_key(student), []).append(student)
+    refused = []
+    for students in by_key.values():
+        if len(students) > 1:
+            listed = ", ".join(printable(s) for s in sorted(students))
+            for student in sorted(students):
+                for item in chosen.pop(student):
+                    refused.append(f"{escaped(item.source)} — several submissions map to one id ({listed}); "
+                                   "none is pulled")
+    return refused
 
 
 def _make_found(path: Path, source: str, rel: PurePosixPath) -> _Found:

@@ -33,6 +33,7 @@ import numpy as np
 
 CONFIG_ENV = "GRADER_HARNESS_CONFIG"
 EVENTS_FILE = "events.jsonl"
+DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100")  # keras.datasets whose load_data is recorded
 
 
 # ---------------------------------------------------------------- shared with the grader
@@ -47,6 +48,27 @@ def image_hashes(x: Any) -> np.ndarray:
     q = np.clip(np.rint(a * scale), 0, 255).astype(np.uint8)
     digests = (hashlib.blake2b(row.tobytes(), digest_size=8).digest() for row in q)
     return np.fromiter((int.from_bytes(d, "little") for d in digests), dtype=np.uint64, count=len(q))
+
+
+def source_hashes(x: Any, chunk: int = 8192) -> np.ndarray:
+    """64-bit hash per image that survives any per-image affine rescaling (x/255, standardisation).
+
+    Each image is stretched to its own 0–255 range before quantising, so the same picture hashes
+    alike whether it was flowed as uint8, /255 floats or (x − mean)/std. Used to tell which data set
+    a notebook flowed (Fashion-MNIST or not); the grader hashes its own copy with this same function.
+    """
+    a = np.asarray(x)
+    count = len(a) if a.ndim else 0
+    out = np.empty(count, dtype=np.uint64)
+    for start in range(0, count, chunk):
+        part = np.asarray(a[start:start + chunk], dtype=np.float64).reshape(-1, int(np.prod(a.shape[1:])) or 1)
+        low, high = part.min(axis=1, keepdims=True), part.max(axis=1, keepdims=True)
+        span = np.where(high > low, high - low, 1.0)
+        # Rounded first so float noise (x/255 vs uint8 input) cannot tip a value lying on .5 either way.
+        q = np.clip(np.rint(np.round((part - low) / span * 255.0, 4)), 0, 255).astype(np.uint8)
+        out[start:start + len(q)] = [int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little")
+                                     for row in q]
+    return out
 
 
 SIGNATURE_SIZE = 14  # 14×14 block means per image
@@ -205,18 +227,19 @@ class Harness:
         except TypeError:  # unhashable or not weak-referenceable
             return -1
 
-    def hashes_of(self, x: Any, role: str) -> str | None:
+    def hashes_of(self, x: Any, role: str, function: Any = image_hashes) -> str | None:
         """Hash the images once per array; returns the evidence file holding the hashes."""
         try:
             arr = np.asarray(x)
             if arr.ndim < 2 or len(arr) == 0:
                 return None
-            key = (arr.__array_interface__["data"][0], arr.shape, str(arr.dtype))
+            key = (arr.__array_interface__["data"][0], arr.shape, str(arr.dtype), function.__name__)
             if key not in self._hashed:
                 name = f"hashes_{len(self._hashed) + 1}"
-                signatures = image_signatures(arr)
+                # Exact hashes plus coarse signatures for near-copy search (data.no_test_leak).
+                signatures = image_signatures(arr) if function is image_hashes else None
                 extra = {"signatures": signatures} if signatures is not None else {}
-                self._hashed[key] = self.rec.arrays(name, hashes=image_hashes(arr), **extra) or ""
+                self._hashed[key] = self.rec.arrays(name, hashes=function(arr), **extra) or ""
             return self._hashed[key] or None
         except Exception as exc:  # noqa: BLE001
             self.rec.event("harness_warning", where=f"hash {role}", error=repr(exc)[:200])
@@ -241,6 +264,7 @@ class Harness:
         self.flush_after_each_cell()
         self.trace_train_test_split()
         self.trace_load_data()
+        self.install_keras2_bridge()  # after trace_model: its fit() wrapper strips Keras 2 arguments first
         import platform
 
         import tensorflow as tf
@@ -277,6 +301,14 @@ class Harness:
             raise AttributeError(f"module {kpi.__name__!r} has no attribute {name!r}")
 
         kpi.__getattr__ = __getattr__  # type: ignore[attr-defined]
+
+    def install_keras2_bridge(self) -> None:
+        """Keras 2 APIs that Keras 3 removed run as their Keras 3 equivalents; each use is recorded."""
+        try:
+            import keras2_bridge  # the kernel's PYTHONPATH is grader/kernel/
+        except ImportError:
+            from grader.kernel import keras2_bridge
+        keras2_bridge.install(lambda api, **details: self.rec.event("bridge", api=api, **details))
 
     def seed_again_at_first_cell(self, seed: int) -> None:
         """Seed once more just before the first cell runs.
@@ -356,13 +388,22 @@ class Harness:
                 length=len(iterator),
                 x=summarize_array(x),
                 y=summarize_array(y),
+                x_source=harness.hashes_of(x, "flow x", source_hashes),
             )
             return iterator
 
         def _get_batches_of_transformed_samples(self, index_array):
-            batch = original_batches(self, index_array)
             flow_no = harness.number("flow", self)
-            if flow_no not in harness._batched:
+            first = flow_no not in harness._batched
+            state = np.random.get_state() if first else None
+            try:
+                batch = original_batches(self, index_array)
+            except Exception as exc:
+                if first:
+                    harness._batched.add(flow_no)
+                    harness.record_failed_batch(self, flow_no, index_array, state, exc, original_batches)
+                raise
+            if first:
                 harness._batched.add(flow_no)
                 harness.record_first_batch(self, flow_no, index_array, batch)
             return batch
@@ -370,6 +411,30 @@ class Harness:
         ImageDataGenerator.__init__ = __init__
         ImageDataGenerator.flow = flow
         NumpyArrayIterator._get_batches_of_transformed_samples = _get_batches_of_transformed_samples
+
+    def record_failed_batch(self, iterator: Any, flow_no: int, index_array: Any, state: Any, exc: BaseException,
+                            make_batch: Any) -> None:
+        """A first batch that failed midway is still evidence of what the generator made.
+
+        The usual case: `save_to_dir` into a folder that does not exist fails after the images were
+        transformed. The batch is made again from the same random state without saving, recorded,
+        and the random state put back as the failed call left it, so the student's run goes on
+        (and raises) exactly as it would have.
+        """
+        self.rec.event("batch_error", flow=flow_no, error=f"{type(exc).__name__}: {exc}"[:300])
+        save_to_dir = getattr(iterator, "save_to_dir", None)
+        if not save_to_dir or state is None:
+            return
+        after = np.random.get_state()
+        try:
+            np.random.set_state(state)
+            iterator.save_to_dir = None
+            self.record_first_batch(iterator, flow_no, index_array, make_batch(iterator, index_array))
+        except Exception as again:  # noqa: BLE001
+            self.rec.event("harness_warning", where="failed batch", error=repr(again)[:200])
+        finally:
+            iterator.save_to_dir = save_to_dir
+            np.random.set_state(after)
 
     def record_first_batch(self, iterator: Any, flow_no: int, index_array: Any, batch: Any) -> None:
         """The first batch a generator produced, next to the originals it came from."""
@@ -454,7 +519,10 @@ class Harness:
         flow_no = self.number("flow", x) if _is_flow_iterator(x) else None
         train_x = x.x if flow_no else x
         validation = params.get("validation_data")
+        val_flow = self.number("flow", validation) if _is_flow_iterator(validation) else None
         val_x = validation[0] if isinstance(validation, (tuple, list)) and validation else None
+        if val_flow is not None:  # validation_data=datagen.flow(x_valid, y_valid): its images count
+            val_x = validation.x
         return {
             "fit": number,
             "model": self.number("model", model),
@@ -472,6 +540,7 @@ class Harness:
                 "validation_data": type(validation).__name__ if validation is not None else None,
             },
             "validation_x": summarize_array(val_x) if isinstance(val_x, np.ndarray) else None,
+            "validation_flow": val_flow,
             "validation_hashes": self.hashes_of(val_x, "validation x") if isinstance(val_x, np.ndarray) else None,
         }
 
@@ -660,18 +729,33 @@ class Harness:
         ms.train_test_split = split_module.train_test_split = train_test_split
 
     def trace_load_data(self) -> None:
-        import keras.datasets.fashion_mnist as fm
+        """Which Keras data set was loaded (Fashion-MNIST, or MNIST, CIFAR …), via any import path."""
+        import importlib
 
         harness = self
-        original = fm.load_data
+        for dataset in DATASETS:
+            try:
+                source = importlib.import_module(f"keras.src.datasets.{dataset}")
+            except ImportError:
+                continue
+            original = source.load_data
 
-        def load_data(*args: Any, **kwargs: Any):
-            (xtr, ytr), (xte, yte) = original(*args, **kwargs)
-            harness.rec.event("load_data", dataset="fashion_mnist", x_train=summarize_array(xtr),
-                              y_train=summarize_array(ytr), x_test=summarize_array(xte), y_test=summarize_array(yte))
-            return (xtr, ytr), (xte, yte)
+            def load_data(*args: Any, _original: Any = original, _dataset: str = dataset, **kwargs: Any):
+                (xtr, ytr), (xte, yte) = _original(*args, **kwargs)
+                harness.rec.event("load_data", dataset=_dataset, x_train=summarize_array(xtr),
+                                  y_train=summarize_array(ytr), x_test=summarize_array(xte),
+                                  y_test=summarize_array(yte))
+                return (xtr, ytr), (xte, yte)
 
-        fm.load_data = load_data
+            load_data.__doc__ = original.__doc__
+            for name in (f"keras.src.datasets.{dataset}", f"keras.datasets.{dataset}",
+                         f"keras._tf_keras.keras.datasets.{dataset}"):
+                try:
+                    module = importlib.import_module(name)
+                except ImportError:
+                    continue
+                if getattr(module, "load_data", None) is original:
+                    module.load_data = load_data
 
 
 # ---------------------------------------------------------------- small helpers

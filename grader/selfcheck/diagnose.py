@@ -17,6 +17,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from grader.student_ids import printable
+from grader.student_ids import problem as student_id_problem
+
 ERROR, WARNING, INFO = "error", "warning", "info"
 
 TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tensorflow-intel", "tf-nightly")
@@ -136,6 +139,10 @@ def notebook_findings(path: Path, keras_version: str | None) -> list[Finding]:
                                "保存していない変更はチェックされません。"))
     if path.suffix.lower() != ".ipynb":
         found.append(Finding(WARNING, f"拡張子が .ipynb ではありません（{path.name}）。提出するノートブックを指定してください。"))
+    name_problem = student_id_problem(path.stem)
+    if name_problem:  # the same rules as `grader pull` / `grade` (grader.student_ids)
+        found.append(Finding(WARNING, f"このファイル名 {printable(path.stem)} のままでは採点で受け付けられません: "
+                                      f"{name_problem}。ファイル名を変えて提出してください。"))
     if not raw.strip():
         found.append(Finding(ERROR, "ファイルが空です（0 バイト）。ファイルを保存しましたか？ Jupyter では Ctrl+S、"
                                     "Colab では「ファイル → 保存」のあと、もう一度試してください。"))
