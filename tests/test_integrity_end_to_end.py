@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, REALISTIC, ROOT
 from grader.data import load_dataset
 from grader.evaluate import ModelEvaluation
 from grader.evidence import Evidence
@@ -147,15 +147,17 @@ def reference_integrity(reference_cache: Path, keras_home: Path, project: Path) 
         budget=spec.budget("quick").caps(), params=spec.integrity).to_dict()
 
 
-def test_no_honest_notebook_is_ever_flagged(forgery_batch, graded_batch, reference_cache, tiny_keras_home,
-                                            test_project):
-    """The flag rate on every honest notebook we have: the test fixtures, the sample class, the honest
-    variants and the reference. It must be 0."""
+def test_no_honest_notebook_is_ever_flagged(forgery_batch, graded_batch, realistic_batch, reference_cache,
+                                            tiny_keras_home, test_project):
+    """The flag rate on every honest notebook we have: the test fixtures, the real-style notebooks, the
+    sample class, the honest variants and the reference. It must be 0."""
     results, _ = forgery_batch
     fixtures, _ = graded_batch
-    honest = {**{f"fixture:{k}": v for k, v in fixtures.items()},
+    realistic, _ = realistic_batch
+    honest = {**{f"fixture:{k}": v for k, v in fixtures.items()}, **{f"realistic:{k}": v for k, v in realistic.items()},
               **{name: results[name] for name in (*HONEST_VARIANTS, *(p.stem for p in SAMPLE_CLASS))}}
-    assert len(honest) == len(list(FIXTURES.glob("*.ipynb"))) + len(HONEST_VARIANTS) + len(SAMPLE_CLASS)
+    assert len(honest) == (len(list(FIXTURES.glob("*.ipynb"))) + len(list(REALISTIC.glob("*.ipynb")))
+                           + len(HONEST_VARIANTS) + len(SAMPLE_CLASS))
     flagged = {name: r.integrity for name, r in honest.items() if r.status == "flagged"
                or (r.integrity is not None and not r.integrity["ok"])}
     assert flagged == {}
