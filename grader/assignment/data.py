@@ -29,7 +29,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -501,8 +501,9 @@ def _from_cache(keras_home: Path, failures: list[str]) -> DataInfo | None:
         return None
     info = _info(keras_home, ds, "cache")
     recorded = recorded_info(keras_home)
-    if recorded is None or recorded.fingerprint != info.fingerprint:
-        _write_info(keras_home, info)
+    if recorded is None or recorded.fingerprint != info.fingerprint or recorded.split != info.split:
+        # e.g. just split: the file keeps where the images originally came from
+        _write_info(keras_home, replace(info, source=recorded.source) if recorded else info)
     log.info("using cached Fashion-MNIST in %s (%s)", d, recorded.source if recorded else "unknown origin")
     return info
 

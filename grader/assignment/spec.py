@@ -89,7 +89,8 @@ class Limits:
     max_evidence_mb: int
     max_output_mb: int
     predict_timeout_min_s: float = 60.0  # the trusted prediction may take factor × the reference's, at least this
-    predict_timeout_factor: float = 10.0
+    predict_timeout_factor: float = 5.0
+    predict_timeout_max_s: float = 180.0  # and never more than this
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,8 @@ def parse_spec(raw: dict[str, Any], *, root: Path, project_root: Path, source_by
             max_evidence_mb=int(limits.get("max_evidence_mb", 200)),
             max_output_mb=int(limits.get("max_output_mb", 10)),
             predict_timeout_min_s=float(limits.get("predict_timeout_min_s", 60)),
-            predict_timeout_factor=float(limits.get("predict_timeout_factor", 10)),
+            predict_timeout_factor=float(limits.get("predict_timeout_factor", 5)),
+            predict_timeout_max_s=float(limits.get("predict_timeout_max_s", 180)),
         ),
         checks=checks,
         source_bytes=source_bytes,

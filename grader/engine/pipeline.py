@@ -178,7 +178,7 @@ async def evaluate_model(run: StudentRun, session: Session) -> None:
         run.evidence, x_test=session.x_test, y_test=session.y_test, launcher=session.launcher, job=run.job,
         x_private=data.x_private if data else None, y_private=data.y_private if data else None,
         timeout_s=predict_timeout(reference_seconds, min_s=limits.predict_timeout_min_s,
-                                  factor=limits.predict_timeout_factor))
+                                  factor=limits.predict_timeout_factor, max_s=limits.predict_timeout_max_s))
 
 
 async def cross_check(run: StudentRun, session: Session) -> None:

@@ -72,11 +72,11 @@ def gap_statistic(correct_public: int, n_public: int, correct_private: int, n_pr
     return round((correct_public / n_public - correct_private / n_private) / math.sqrt(variance), 3)
 
 
-def predict_timeout(reference_seconds: float | None, *, min_s: float, factor: float) -> float:
-    """The limit for one model's prediction: `factor` × the reference model's own, at least `min_s`."""
+def predict_timeout(reference_seconds: float | None, *, min_s: float, factor: float, max_s: float = 180.0) -> float:
+    """The limit for one model's prediction: `factor` × the reference model's own, within [min_s, max_s]."""
     if not reference_seconds or reference_seconds <= 0:
         return float(PREDICT_TIMEOUT_S)
-    return round(max(float(min_s), float(factor) * reference_seconds), 1)
+    return round(min(float(max_s), max(float(min_s), float(factor) * reference_seconds)), 1)
 
 
 def input_scale_for(evidence: Evidence, fit: dict[str, Any]) -> float:

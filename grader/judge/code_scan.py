@@ -67,6 +67,9 @@ MODEL_METHODS = {"fit", "evaluate", "predict", "save", "save_weights", "load_wei
                  "count_params", "get_config", "train_on_batch", "test_on_batch", "predict_on_batch", "train_step",
                  "test_step", "predict_step", "call", "__call__", "apply", "apply_gradients", "flow",
                  "_get_batches_of_transformed_samples", "iterations", "_iterations"}
+# Module-level functions the harness traces or the saving path calls.
+TRACED_FUNCTIONS = {"load_data", "train_test_split", "save_model", "load_model", "set_random_seed", "to_categorical",
+                    "get_tf_dataset", "__init__", "__getattr__"}
 IPYTHON_HOOKS = {"input_transformers_post", "input_transformers_cleanup", "ast_transformers", "run_cell",
                  "run_cell_async", "run_code", "user_ns_hidden"}
 SYS_MODULES_MUTATORS = {"pop", "update", "setdefault", "clear", "popitem", "__setitem__", "__delitem__"}
@@ -292,9 +295,23 @@ class _Visitor(ast.NodeVisitor):
             return
         own = self.in_class and isinstance(target.value, ast.Name) and target.value.id == "self"
         if self.rooted_in_library(target):
-            self.report("patch", target)
+            if self.patches_what_matters(target):
+                self.report("patch", target)
         elif target.attr in MODEL_METHODS and not own:
             self.report("patch", target)  # e.g. model.save = …: the instance's method replaced
+
+    def patches_what_matters(self, target: ast.Attribute) -> bool:
+        """A library attribute assignment that can change what is trained, saved, evaluated or recorded:
+        any attribute of a class (`keras.Model.fit`, `ImageDataGenerator.flow`), a traced function
+        (`fashion_mnist.load_data`, `train_test_split`, `saving_lib.save_model`), anything of NumPy,
+        builtins or the grader. Old Keras workarounds that students copy from the web
+        (`tfback._get_available_gpus = …` on a backend module) are not findings."""
+        parts = (self.dotted(target) or "").split(".")
+        if parts[0] in ("numpy", "builtins", *GRADER_MODULES):
+            return True
+        if target.attr in MODEL_METHODS or target.attr in TRACED_FUNCTIONS:
+            return True
+        return any(part[:1].isupper() for part in parts[1:-1])  # a class on the way: its methods for everyone
 
 
 def describe(rule: str, lang: str) -> str:

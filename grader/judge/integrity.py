@@ -36,7 +36,7 @@ import numpy as np
 from grader.judge.code_scan import describe, scan_notebook
 from grader.evidence.evaluate import ModelEvaluation
 from grader.evidence.reader import Evidence
-from grader.evidence.known_data import GraderData, public_images_in
+from grader.evidence.known_data import GraderData, public_images_in, training_records
 from grader.kernel.grader_kernel import image_hashes, image_signatures
 from grader.i18n import t
 from grader.results import FLAGGED, MANUAL, StudentResult
@@ -170,16 +170,28 @@ def budget_findings(evidence: Evidence, budget: dict[str, Any], lang: str) -> li
     return found
 
 
+def trains_on_the_data(evidence: Evidence, data: GraderData) -> bool:
+    """Did some training call get mostly the grader's own training images (exact copies)?"""
+    for name in training_records(evidence, validation=False):
+        hashes = evidence.arrays(name).get("hashes")
+        if hashes is not None and hashes.dtype == np.uint64 and len(hashes) and data.is_train(hashes).mean() > 0.5:
+            return True
+    return False
+
+
 def batch_findings(evidence: Evidence, data: GraderData, lang: str) -> list[Finding]:
-    """A first batch's originals must be images of the data set, and the batch a plausible transform."""
+    """A first batch's originals must be images of the data set when the notebook trained on it (one that
+    trains on other images, e.g. MNIST by mistake, is wrong but not forging: `data.source` says so), and the
+    batch a plausible transform of them."""
     found = []
+    on_data = trains_on_the_data(evidence, data)
     for batch in evidence.of("batch"):
         arrays = evidence.arrays(batch.get("file"))
         originals, produced = arrays.get("x_orig"), arrays.get("x")
         if originals is None or produced is None or not len(originals):
             continue
         n = len(originals)
-        known = _known_images(originals, data)
+        known = _known_images(originals, data) if on_data else None
         if known is not None and (n - known) * 2 > n:
             detail = {"flow": batch.get("flow"), "count": n - known, "n": n}
             found.append(Finding("evidence.batch_not_from_data", "evidence",

@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, REALISTIC, ROOT
 from grader.assignment.data import load_dataset
 from grader.evidence.evaluate import ModelEvaluation
 from grader.evidence.reader import Evidence
@@ -119,7 +119,7 @@ def test_a_pathological_model_is_stopped_within_about_a_minute(forgery_batch):
     result = results["slow_model"]
     evaluation = result.evaluation
     assert evaluation["predict_timed_out"] and evaluation["accuracy"] is None
-    assert 60 <= evaluation["predict_timeout_s"] <= 120
+    assert 60 <= evaluation["predict_timeout_s"] <= 100  # 5 × the reference's own prediction, at least 60 s
     assert evaluation["predict_seconds"] <= evaluation["predict_timeout_s"] + 15
     accuracy = check(result, "model.test_accuracy")
     assert accuracy.status == "not_run" and "打ち切りました" in accuracy.message
@@ -147,15 +147,17 @@ def reference_integrity(reference_cache: Path, keras_home: Path, project: Path) 
         budget=spec.budget("quick").caps(), params=spec.integrity).to_dict()
 
 
-def test_no_honest_notebook_is_ever_flagged(forgery_batch, graded_batch, reference_cache, tiny_keras_home,
-                                            test_project):
-    """The flag rate on every honest notebook we have: the test fixtures, the sample class, the honest
-    variants and the reference. It must be 0."""
+def test_no_honest_notebook_is_ever_flagged(forgery_batch, graded_batch, realistic_batch, reference_cache,
+                                            tiny_keras_home, test_project):
+    """The flag rate on every honest notebook we have: the test fixtures, the real-style notebooks, the
+    sample class, the honest variants and the reference. It must be 0."""
     results, _ = forgery_batch
     fixtures, _ = graded_batch
-    honest = {**{f"fixture:{k}": v for k, v in fixtures.items()},
+    realistic, _ = realistic_batch
+    honest = {**{f"fixture:{k}": v for k, v in fixtures.items()}, **{f"realistic:{k}": v for k, v in realistic.items()},
               **{name: results[name] for name in (*HONEST_VARIANTS, *(p.stem for p in SAMPLE_CLASS))}}
-    assert len(honest) == len(list(FIXTURES.glob("*.ipynb"))) + len(HONEST_VARIANTS) + len(SAMPLE_CLASS)
+    assert len(honest) == (len(list(FIXTURES.glob("*.ipynb"))) + len(list(REALISTIC.glob("*.ipynb")))
+                           + len(HONEST_VARIANTS) + len(SAMPLE_CLASS))
     flagged = {name: r.integrity for name, r in honest.items() if r.status == "flagged"
                or (r.integrity is not None and not r.integrity["ok"])}
     assert flagged == {}

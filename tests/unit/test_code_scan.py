@@ -12,6 +12,7 @@ from grader.judge.code_scan import RULES, scan_notebook, scan_source
 
 ROOT = Path(__file__).resolve().parents[2]
 HONEST = sorted([*ROOT.glob("tests/fixtures/notebooks/*.ipynb"), *ROOT.glob("submissions/*.ipynb"),
+                 *ROOT.glob("tests/fixtures/realistic/*.ipynb"),
                  ROOT / "reference/kadai8/reference.ipynb", ROOT / "assignments/kadai8/template.ipynb",
                  ROOT / "tests/fixtures/forgery/honest_extras.ipynb", ROOT / "tests/fixtures/forgery/lazy.ipynb"])
 
@@ -54,6 +55,9 @@ def test_no_honest_notebook_has_a_finding(path: Path) -> None:
     ("model.save = lambda path, *a, **k: other.save(path)", "patch"),
     ("model.optimizer.iterations.assign(0)", "patch"),
     ("import keras\nsetattr(keras.Model, 'fit', my_fit)", "patch"),
+    ("from keras.datasets import fashion_mnist\nfashion_mnist.load_data = lambda: fake", "patch"),
+    ("from keras.src.saving import saving_lib\nsaving_lib.save_model = lambda *a, **k: None", "patch"),
+    ("import keras.src.legacy.preprocessing.image as kpi\nkpi.NumpyArrayIterator.next = None", "patch"),
     ("exec(open('payload.txt').read())", "dynamic"),
     ("eval('1 + 1')", "dynamic"),
     ("fn = getattr(keras.Model.fit, '__clo' + 'sure__')", "dynamic"),
@@ -79,6 +83,8 @@ def test_each_way_into_the_grader_is_found(source: str, rule: str) -> None:
     "class Net(keras.Model):\n    def __init__(self):\n        super().__init__()\n        self.call_count = 0\n    def call(self, x):\n        return x",
     "import re\npattern = re.compile('a+')\nmodel.compile(optimizer='adam', loss='mse')",
     "import pandas as pd\npd.options.display.max_rows = 100",
+    # the old Colab GPU workaround real students copy (tests/fixtures/realistic)
+    "import keras.backend.tensorflow_backend as tfback\ntfback._get_available_gpus = lambda: []",
     "for name in ['loss', 'accuracy']:\n    print(name, getattr(history, 'history')[name][-1])",
     "import os\nos.kill(os.getpid(), 9)  # Colab: restart the runtime",
     "model.save('my_model.keras')\nreloaded = keras.models.load_model('my_model.keras')",

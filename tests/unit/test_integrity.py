@@ -61,9 +61,10 @@ def test_a_gap_beyond_the_bound_is_a_finding_and_chance_is_not() -> None:
 
 
 def test_prediction_limit_scales_with_the_reference() -> None:
-    assert predict_timeout(7.0, min_s=60, factor=10) == 70.0
-    assert predict_timeout(2.0, min_s=60, factor=10) == 60.0
-    assert predict_timeout(None, min_s=60, factor=10) == 300.0  # the reference run itself
+    assert predict_timeout(15.0, min_s=60, factor=5, max_s=180) == 75.0
+    assert predict_timeout(2.0, min_s=60, factor=5, max_s=180) == 60.0
+    assert predict_timeout(60.0, min_s=60, factor=5, max_s=180) == 180.0
+    assert predict_timeout(None, min_s=60, factor=5) == 300.0  # the reference run itself
 
 
 # ---------------------------------------------------------------- near copies
