@@ -4,10 +4,11 @@
     t("note.output_truncated", "ja", cells="3")  → "出力が大きすぎるため省略しました（セル 3）"
 
 Keys are dotted (`[status.graded]` in the file); the check kinds' reasons (`no_flow`, …) are
-top-level keys. Every key has both languages (tests/test_i18n.py). A missing English text falls back
-to Japanese, a missing key to the key itself; a template whose arguments do not fit is shown
-unformatted rather than failing a report. The assignment's own texts (titles, hints) live in its
-spec, and its course content in assignments/<id>/content.toml.
+top-level keys. Every key has both languages (tests/unit/test_i18n.py). A missing English text falls
+back to Japanese (an empty one is kept: a unit English omits), a missing key to the key itself; a
+template whose arguments do not fit is shown unformatted rather than failing a report. The
+assignment's own texts (titles, hints) live in its spec, its course content in
+assignments/<id>/content.toml.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def catalogue() -> dict[str, dict[str, str]]:
 def t(key: str, lang: str, /, **args: Any) -> str:
     """The message `key` in `lang`, with `{name}` placeholders filled from `args`."""
     entry = catalogue().get(key, {})
-    template = entry.get(lang) or entry.get("ja") or key
+    template = entry[lang] if lang in entry else entry.get("ja", key)  # "" is a text (a unit English omits)
     try:
         return template.format(**args)
     except (KeyError, IndexError, ValueError):

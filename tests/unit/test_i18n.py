@@ -61,4 +61,5 @@ def test_t_formats_falls_back_and_never_raises():
     assert t("run.timeout", "en", scope="cell") == "Time limit exceeded (cell); graded on what ran before."
     assert t("run.timeout", "fr", scope="セル").startswith("制限時間を超えました")
     assert t("no.such.key", "en") == "no.such.key"
+    assert t("page.points_unit", "en") == "" and t("page.points_unit", "ja") == " 点"  # empty English is kept
     assert t("run.timeout", "en") == "Time limit exceeded ({scope}); graded on what ran before."
