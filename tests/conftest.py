@@ -15,6 +15,7 @@ import shutil
 import socket
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 import tokenize
 from pathlib import Path
@@ -208,9 +209,12 @@ def attack_run(tmp_path_factory, tiny_keras_home, test_project, reference_cache)
         (submissions / name).parent.mkdir(exist_ok=True)
         (submissions / name).write_text(small_notebook(f"RESULT impostor {name!r}"), encoding="utf-8")
     try:
-        with MemoryWatch() as memory:
-            summary = grade.main(assignment="kadai8", submissions=submissions, out=out, budget="quick", jobs=2,
-                                 project_root=test_project, keras_home=tiny_keras_home, cache_root=reference_cache)
+        # In a thread of its own: a test that first needs this batch may already run an event loop
+        # (Playwright's sync API does), and asyncio.run refuses to nest.
+        with MemoryWatch() as memory, ThreadPoolExecutor(1) as worker:
+            summary = worker.submit(grade.main, assignment="kadai8", submissions=submissions, out=out, budget="quick",
+                                    jobs=2, project_root=test_project, keras_home=tiny_keras_home,
+                                    cache_root=reference_cache).result()
     finally:
         listener.close()
     yield AttackRun({r.student: r for r in summary.results}, summary, memory.start - memory.lowest, review_port,

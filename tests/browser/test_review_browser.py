@@ -145,5 +145,6 @@ def test_nothing_a_notebook_wrote_can_script_the_review_app(attack_run, test_pro
     finally:
         srv.shutdown()
         thread.join(timeout=10)
+        planted.unlink()  # the batch is shared: leave its evidence as the grader exported it
     assert "PWNED" not in titles and not dialogs
     assert state() == before  # no manual score, no override, no history, grades.csv byte for byte
