@@ -195,6 +195,9 @@ async def predict_in_subprocess(
     (job.work_dir / "predict.log").write_bytes(stderr[-200_000:])
     if facts is not None:
         facts.update(read_facts(facts_file))
+    if process.returncode in (137, -9):  # SIGKILL: the job's memory cgroup (or a kill from outside)
+        raise RuntimeError("the prediction was stopped (SIGKILL, exit 137): the model needs more memory than the "
+                           "sandbox allows")
     if process.returncode != 0:
         lines = stderr.decode("utf-8", "replace").strip().splitlines()
         meaningful = [line for line in lines if "Error" in line or "error" in line] or lines[-1:] or [""]

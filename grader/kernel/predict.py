@@ -78,7 +78,8 @@ def main(argv: list[str]) -> int:
             json.dump(model_facts(model, model_path), handle)
     images = np.load(images_path, allow_pickle=False).astype(np.float32) * float(scale)
     x = fit_to_input(images, tuple(model.inputs[0].shape))
-    probabilities = np.asarray(model.predict(x, batch_size=256, verbose=0), dtype=np.float32)
+    # Small batches: a huge model (activations of 256 images at once) must not hit the memory limit before the time limit
+    probabilities = np.asarray(model.predict(x, batch_size=64, verbose=0), dtype=np.float32)
     np.save(out_path, probabilities, allow_pickle=False)
     return 0
 
