@@ -59,7 +59,7 @@ def test_the_harness_reached_through_a_closure_scores_no_more_than_without_it(fo
     forged, lazy = results["harness_closure"], results["lazy"]
     assert forged.status == "flagged" and forged.integrity["status_before"] == "graded"
     assert {"code.introspect", "accuracy.gap", "model.untraced_steps", "model.beyond_budget"} <= finding_ids(forged)
-    assert forged.evaluation["model"]["optimizer_iterations"] == 300  # what the saved file says, not the events
+    assert forged.evaluation["model"]["optimizer_iterations"] == 150  # what the saved file says, not the events
     # Without a TA's acceptance the forged notebook scores no more than the same notebook without the cell;
     # the points it would have had are held, and more than that.
     assert forged.score <= lazy.score < forged.integrity["held_points"]
@@ -119,7 +119,7 @@ def test_a_pathological_model_is_stopped_within_about_a_minute(forgery_batch):
     result = results["slow_model"]
     evaluation = result.evaluation
     assert evaluation["predict_timed_out"] and evaluation["accuracy"] is None
-    assert 60 <= evaluation["predict_timeout_s"] <= 100  # 5 × the reference's own prediction, at least 60 s
+    assert 60 <= evaluation["predict_timeout_s"] <= 180  # 5 × the reference's own prediction, within 60–180 s
     assert evaluation["predict_seconds"] <= evaluation["predict_timeout_s"] + 15
     accuracy = check(result, "model.test_accuracy")
     assert accuracy.status == "not_run" and "打ち切りました" in accuracy.message
