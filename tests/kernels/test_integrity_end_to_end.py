@@ -134,6 +134,9 @@ def test_honest_variants_are_not_flagged(forgery_batch):
     ends = events(summary, "honest_extras", "fit_end")
     assert [e["steps"] for e in ends] == [15, 15] and ends[-1]["total_steps"] == 30  # a baseline fit fits the budget
     assert results["lazy"].status == "graded" and results["lazy"].integrity["ok"]
+    split = extras.versions["data_split"]  # the split every score rests on, named in the result and report
+    assert split.startswith("public ") and "/ private " in split
+    assert split in (summary.out_dir / "honest_extras" / "report.html").read_text(encoding="utf-8")
 
 
 def reference_integrity(reference_cache: Path, keras_home: Path, project: Path) -> dict:
