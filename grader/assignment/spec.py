@@ -70,6 +70,19 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class RubricItem:
+    """One level of a TA-scored check's rubric: picking it gives `points` and adds its stock comment."""
+
+    key: str
+    points: int
+    description: Text
+    comment: Text  # the stock comment the TA may send as is or edit
+
+
+MAX_RUBRIC_ITEMS = 9  # the review queue picks items with the number keys 1…9
+
+
+@dataclass(frozen=True)
 class CheckSpec:
     id: str
     kind: str
@@ -79,6 +92,8 @@ class CheckSpec:
     fail: Text
     hint: Text
     params: dict[str, Any] = field(default_factory=dict)
+    rubric: tuple[RubricItem, ...] = ()  # [[checks.rubric]]: for checks a TA scores
+    question: str = ""  # the template's heading whose cell holds the question a TA reads while scoring
 
 
 @dataclass(frozen=True)
@@ -206,4 +221,26 @@ def _parse_check(raw: dict[str, Any], where: str) -> CheckSpec:
         fail=Text.parse(raw["fail"], f"{here}.fail"),
         hint=Text.parse(raw.get("hint", {"ja": "", "en": ""}), f"{here}.hint"),
         params=dict(raw.get("params", {})),
+        rubric=_parse_rubric(raw.get("rubric", []), int(raw["points"]), here),
+        question=str(raw.get("question", "")),
     )
+
+
+def _parse_rubric(raw: Any, maximum: int, where: str) -> tuple[RubricItem, ...]:
+    """[[checks.rubric]] items: unique keys, whole points 0…the check's points, at most nine (keys 1…9)."""
+    if not isinstance(raw, list) or len(raw) > MAX_RUBRIC_ITEMS:
+        raise ConfigError(f"{where}.rubric: expected a list of at most {MAX_RUBRIC_ITEMS} [[checks.rubric]] items")
+    items = []
+    for number, item in enumerate(raw, start=1):
+        here = f"{where}.rubric[{number}]"
+        try:
+            key, points = str(item["key"]), item["points"]
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"{here}: missing key {exc}") from None
+        if isinstance(points, bool) or not isinstance(points, int) or not 0 <= points <= maximum:
+            raise ConfigError(f"{here}: points must be a whole number from 0 to the check's {maximum}, not {points!r}")
+        items.append(RubricItem(key=key, points=points, description=Text.parse(item.get("description", key), here),
+                                comment=Text.parse(item.get("comment", ""), f"{here}.comment")))
+    if len({i.key for i in items}) != len(items):
+        raise ConfigError(f"{where}.rubric: duplicate keys")
+    return tuple(items)

@@ -24,9 +24,7 @@ Nothing a student wrote can drive the app (notebook outputs and evidence are the
 from __future__ import annotations
 
 import hmac
-import math
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +32,21 @@ from flask import Flask, abort, redirect, render_template, request, send_from_di
 from werkzeug.serving import make_server
 
 from grader.assignment import student_ids
-from grader.assignment.spec import AssignmentSpec, CheckSpec, load_spec
-from grader.gradebook.final import Reviews
+from grader.assignment.spec import CheckSpec, load_spec
 from grader.gradebook.publish import republish
 from grader.gradebook.reviews import INTEGRITY_DECISIONS, ReviewStore
 from grader.gradebook.store import Gradebook
 from grader.i18n import t
-from grader.report.pages import SORT_SCRIPT, STATUS_LABELS, STATUS_MARKS, late_text
+from grader.report.pages import SORT_SCRIPT, STATUS_LABELS, late_text
 from grader.report.pages import csp as report_csp
-from grader.results import STATUS_NAMES, CheckResult, StudentResult
+from grader.results import STATUS_NAMES, CheckResult
+from grader.review.queue import QUEUE_SCRIPT, queue_pages, script_hash
+from grader.review.state import LANG, REVIEWER_COOKIE, ClassReview, Refusal, parse_points, remember_reviewer
 
-LANG = "ja"  # the review app is Japanese (shared templates and the catalogue ask for a language)
 COOKIE = "grader_review_token"
-REVIEWER_COOKIE = "grader_reviewer"
+# The app's pages run one script at most: the queue's keys (grader/review/queue.js), allowed by its hash.
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
-       "frame-ancestors 'none'; base-uri 'none'")
+       f"script-src {script_hash(QUEUE_SCRIPT)}; frame-ancestors 'none'; base-uri 'none'")
 # The generated pages' own policy (grader.report.csp, the class page's sort script its only script),
 # sent as a header too, so it holds even for a page whose <meta> a student could push out of <head>.
 FILES_CSP = f"{report_csp(SORT_SCRIPT)}; frame-ancestors 'none'"
@@ -67,6 +65,7 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
     reading_pages(app, review, token=token, reviewer=reviewer)
     saving_page(app, review, token=token)
     integrity_page(app, review, token=token)
+    queue_pages(app, review, token=token, reviewer=reviewer)
     return app
 
 
@@ -106,41 +105,6 @@ def guard(app: Flask, token: str) -> None:
         return response
 
 
-@dataclass(frozen=True)
-class ClassReview:
-    """The graded class a review app serves: where it is and its spec."""
-
-    out: Path
-    project_root: Path
-    assignment: str
-    spec: AssignmentSpec
-
-    def load(self) -> dict[str, StudentResult]:
-        """Everyone's final result (held while flagged, manual scores and overrides applied), from the gradebook."""
-        out, spec = self.out, self.spec
-        reviews = Reviews.load(out, spec.id)
-        with Gradebook.open(out) as book:
-            current = book.submissions(spec.id)
-            return {name: reviews.final(row.result) for name, row in book.results(spec.id).items()
-                    if not current or name in current}
-
-    def automatic(self, student: str) -> dict[str, CheckResult]:
-        with Gradebook.open(self.out) as book:
-            row = book.result(self.spec.id, student)
-            return {c.id: c for c in row.result.checks} if row else {}
-
-    def student_page(self, student: str, results: dict[str, StudentResult], *, token: str, reviewer: str,
-                     errors: list[str], saved: str | None = None) -> str:
-        """One student's page: checks, findings, the 考察, manual points, overrides and the history."""
-        with Gradebook.open(self.out) as book, ReviewStore(self.out) as store:
-            manual = book.manual_scores(self.spec.id).get(student, {})
-            history = store.history(self.spec.id, student)
-        return render_template("review_student.html.j2", ja=True, r=results[student], auto=self.automatic(student),
-                               manual=manual, history=history, labels=STATUS_LABELS[LANG], marks=STATUS_MARKS,
-                               token=token, reviewer=reviewer, errors=errors, saved=saved,
-                               title=self.spec.title.get(LANG))
-
-
 def reading_pages(app: Flask, review: ClassReview, *, token: str, reviewer: str) -> None:
     """The class list (flagged submissions first), one student, and the generated files."""
     out, spec, load = review.out, review.spec, review.load
@@ -157,7 +121,7 @@ def reading_pages(app: Flask, review: ClassReview, *, token: str, reviewer: str)
         if student not in results:
             abort(404)
         return review.student_page(student, results, token=token,
-                                    reviewer=request.cookies.get(REVIEWER_COOKIE) or reviewer, errors=[],
+                                    reviewer=request.cookies.get(REVIEWER_COOKIE) or reviewer,
                                     saved=request.args.get("saved"))
 
     @app.get("/files/<path:name>")
@@ -184,11 +148,11 @@ def saving_page(app: Flask, review: ClassReview, *, token: str) -> None:
             abort(404)
         form = request.form
         name = form.get("reviewer", "").strip()
-        manual_changes, override_changes, errors = form_changes(form, checks, _automatic(student))
+        manual_changes, override_changes, refusal = form_changes(form, checks, _automatic(student))
         if (manual_changes or override_changes) and not name:
-            errors.append(t("review.reviewer_missing", LANG))
-        if errors:
-            return review.student_page(student, results, token=token, reviewer=name, errors=errors), 400
+            refusal.refuse("reviewer", t("review.reviewer_missing", LANG))
+        if refusal.invalid:  # everything typed comes back, the fields at fault marked
+            return review.student_page(student, results, token=token, reviewer=name, refusal=refusal), 400
         with Gradebook.open(out) as book, ReviewStore(out) as store:
             for check_id, points, comment in manual_changes:
                 book.set_manual_score(spec.id, student, check_id, points, comment=comment, scorer=name)
@@ -199,10 +163,7 @@ def saving_page(app: Flask, review: ClassReview, *, token: str) -> None:
                 else:
                     store.set_override(spec.id, student, check_id, points, reason=reason, reviewer=name)
         republish(out, project_root, assignment, [student])
-        response = redirect(url_for("student", student=student, saved=1))
-        if name:
-            response.set_cookie(REVIEWER_COOKIE, name, httponly=True, samesite="Strict")
-        return response
+        return remember_reviewer(redirect(url_for("student", student=student, saved=1)), name)
 
 
 def integrity_page(app: Flask, review: ClassReview, *, token: str) -> None:
@@ -218,24 +179,25 @@ def integrity_page(app: Flask, review: ClassReview, *, token: str) -> None:
         form = request.form
         name, reason, decision = (form.get("reviewer", "").strip(), form.get("integrity_reason", "").strip(),
                                   form.get("integrity_decision", ""))
-        errors = [t(key, LANG) for missing, key in ((decision not in INTEGRITY_DECISIONS, "review.choose_a_decision"),
-                                                    (not reason, "review.decision_needs_a_reason"),
-                                                    (not name, "review.reviewer_missing")) if missing]
-        if errors:
-            return review.student_page(student, results, token=token, reviewer=name, errors=errors), 400
+        refusal = Refusal(submitted=form.to_dict())
+        for missing, field, key in ((decision not in INTEGRITY_DECISIONS, "integrity_decision", "review.choose_a_decision"),
+                                    (not reason, "integrity_reason", "review.decision_needs_a_reason"),
+                                    (not name, "integrity_reviewer", "review.reviewer_missing")):
+            if missing:
+                refusal.refuse(field, t(key, LANG))
+        if refusal.invalid:
+            return review.student_page(student, results, token=token, reviewer=name, refusal=refusal), 400
         with ReviewStore(out) as store:
             key = (results[student].integrity or {})["key"]
             store.set_integrity_decision(spec.id, student, key=key, decision=decision, reason=reason, reviewer=name)
         republish(out, review.project_root, review.assignment, [student])
-        response = redirect(url_for("student", student=student, saved=1))
-        response.set_cookie(REVIEWER_COOKIE, name, httponly=True, samesite="Strict")
-        return response
+        return remember_reviewer(redirect(url_for("student", student=student, saved=1)), name)
 
 
 def form_changes(form: Any, checks: dict[str, CheckSpec],
-                 automatic: dict[str, CheckResult]) -> tuple[list[tuple], list[tuple], list[str]]:
-    """The manual scores and overrides a review form asks for, and what is wrong with it."""
-    errors: list[str] = []
+                 automatic: dict[str, CheckResult]) -> tuple[list[tuple], list[tuple], Refusal]:
+    """The manual scores and overrides a review form asks for, and what is wrong with it (by field)."""
+    refusal = Refusal(submitted=form.to_dict())
     manual_changes: list[tuple] = []
     override_changes: list[tuple] = []
     for check_id, check in checks.items():
@@ -245,7 +207,7 @@ def form_changes(form: Any, checks: dict[str, CheckSpec],
         if raw != "":
             points, problem = parse_points(raw, check.points)
             if problem:
-                errors.append(f"{check_id}: {problem}")
+                refusal.refuse(f"manual_points__{check_id}", f"{check_id}: {problem}")
             else:
                 manual_changes.append((check_id, points, form.get(f"manual_comment__{check_id}", "").strip()))
         if form.get(f"override_clear__{check_id}"):
@@ -256,13 +218,14 @@ def form_changes(form: Any, checks: dict[str, CheckSpec],
         if raw != "" or reason:
             points, problem = parse_points(raw, check.points)
             if problem:
-                errors.append(f"{check_id}: {t('review.override_problem', LANG, problem=problem)}")
+                refusal.refuse(f"override_points__{check_id}",
+                               f"{check_id}: {t('review.override_problem', LANG, problem=problem)}")
                 continue
             if not reason:
-                errors.append(f"{check_id}: {t('review.override_needs_a_reason', LANG)}")
+                refusal.refuse(f"override_reason__{check_id}", f"{check_id}: {t('review.override_needs_a_reason', LANG)}")
                 continue
             override_changes.append((check_id, points, reason))
-    return manual_changes, override_changes, errors
+    return manual_changes, override_changes, refusal
 
 
 # What /files/ serves: (OUT-relative pattern, mimetype, inline). Student folders are checked with
@@ -294,19 +257,6 @@ def served_kind(name: str) -> tuple[str, bool] | None:
         return "text/html", True
     pattern = "{student}/" + file
     return (DOWNLOADS[pattern], False) if pattern in DOWNLOADS else None
-
-
-def parse_points(raw: str, maximum: int) -> tuple[int | None, str | None]:
-    """A whole number of points from 0 to `maximum` (7.0 is 7), or why not (inf, nan, 1e400, -1, …)."""
-    try:
-        value = float(raw)
-    except ValueError:
-        return None, t("review.points_not_a_number", LANG)
-    if not math.isfinite(value) or value != int(value):
-        return None, t("review.points_not_whole", LANG, maximum=maximum)
-    if not 0 <= value <= maximum:
-        return None, t("review.points_out_of_range", LANG, maximum=maximum)
-    return int(value), None
 
 
 class ReviewServer:

@@ -51,6 +51,7 @@ PUBLIC_FIELDS: dict[str, tuple[str, ...]] = {
     "fit_end": ("fit",),  # Evidence.training_fit prefers finished fits
 }
 SUMMARY_KEYS = ("type", "shape", "dtype", "one_hot")
+TA_ONLY_FIELDS = ("rubric", "question")  # the TA's rubric and stock comments do not ship to students
 
 # Kinds that need what never leaves the grader (test-set hashes of the reference's training data,
 # the reference's saved model and accuracy). A visible check of such a kind cannot be self-checked.
@@ -61,7 +62,7 @@ SERVER_ONLY_KINDS = frozenset({"no_test_overlap", "trusted_test_accuracy"})
 def public_spec(raw: dict[str, Any]) -> dict[str, Any]:
     """The spec (as parsed TOML) reduced to the visible checks and the self-check budget."""
     checks = list(raw.get("checks", []))
-    visible = [dict(c) for c in checks if c.get("visible", True)]
+    visible = [{k: v for k, v in c.items() if k not in TA_ONLY_FIELDS} for c in checks if c.get("visible", True)]
     hidden = [c for c in checks if not c.get("visible", True)]
     server_only = [c["id"] for c in visible if c.get("kind") in SERVER_ONLY_KINDS]
     if server_only:
