@@ -33,7 +33,6 @@ from werkzeug.serving import make_server
 
 from grader.assignment import student_ids
 from grader.assignment.spec import CheckSpec, load_spec
-from grader.gradebook.publish import republish
 from grader.gradebook.reviews import INTEGRITY_DECISIONS, ReviewStore
 from grader.gradebook.store import Gradebook
 from grader.i18n import t
@@ -41,7 +40,8 @@ from grader.report.pages import SORT_SCRIPT, STATUS_LABELS, late_text
 from grader.report.pages import csp as report_csp
 from grader.results import STATUS_NAMES, CheckResult
 from grader.review.queue import QUEUE_SCRIPT, queue_pages, script_hash
-from grader.review.state import LANG, REVIEWER_COOKIE, ClassReview, Refusal, parse_points, remember_reviewer
+from grader.review.state import (LANG, REVIEWER_COOKIE, ClassReview, Publisher, Refusal, parse_points,
+                                  remember_reviewer)
 
 COOKIE = "grader_review_token"
 # The app's pages run one script at most: the queue's keys (grader/review/queue.js), allowed by its hash.
@@ -62,10 +62,11 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
     app.jinja_env.globals["lang"] = LANG
     guard(app, token)
     review = ClassReview(out=out, project_root=project_root, assignment=assignment, spec=spec)
-    reading_pages(app, review, token=token, reviewer=reviewer)
-    saving_page(app, review, token=token)
-    integrity_page(app, review, token=token)
-    queue_pages(app, review, token=token, reviewer=reviewer)
+    publisher = app.extensions["review_publisher"] = Publisher(review)
+    reading_pages(app, review, publisher, token=token, reviewer=reviewer)
+    saving_page(app, review, publisher, token=token)
+    integrity_page(app, review, publisher, token=token)
+    queue_pages(app, review, publisher, token=token, reviewer=reviewer)
     return app
 
 
@@ -105,7 +106,7 @@ def guard(app: Flask, token: str) -> None:
         return response
 
 
-def reading_pages(app: Flask, review: ClassReview, *, token: str, reviewer: str) -> None:
+def reading_pages(app: Flask, review: ClassReview, publisher: Publisher, *, token: str, reviewer: str) -> None:
     """The class list (flagged submissions first), one student, and the generated files."""
     out, spec, load = review.out, review.spec, review.load
 
@@ -132,13 +133,13 @@ def reading_pages(app: Flask, review: ClassReview, *, token: str, reviewer: str)
         if kind is None:
             abort(404)
         mimetype, inline = kind
+        publisher.drain()  # the queue's last saves are in the files before anyone reads them
         return send_from_directory(out, name, mimetype=mimetype, as_attachment=not inline)
 
 
-def saving_page(app: Flask, review: ClassReview, *, token: str) -> None:
+def saving_page(app: Flask, review: ClassReview, publisher: Publisher, *, token: str) -> None:
     """A TA's manual points and overrides, written to the gradebook and republished at once."""
     out, spec, load, _automatic = review.out, review.spec, review.load, review.automatic
-    project_root, assignment = review.project_root, review.assignment
     checks = {c.id: c for c in spec.checks}
 
     @app.post("/student/<student>")
@@ -162,11 +163,11 @@ def saving_page(app: Flask, review: ClassReview, *, token: str) -> None:
                     store.delete_override(spec.id, student, check_id, reviewer=name)
                 else:
                     store.set_override(spec.id, student, check_id, points, reason=reason, reviewer=name)
-        republish(out, project_root, assignment, [student])
+        publisher.now([student])
         return remember_reviewer(redirect(url_for("student", student=student, saved=1)), name)
 
 
-def integrity_page(app: Flask, review: ClassReview, *, token: str) -> None:
+def integrity_page(app: Flask, review: ClassReview, publisher: Publisher, *, token: str) -> None:
     """A TA's decision on a flagged submission (grader.judge.integrity), with a reason, republished at once."""
     out, spec, load = review.out, review.spec, review.load
 
@@ -180,9 +181,10 @@ def integrity_page(app: Flask, review: ClassReview, *, token: str) -> None:
         name, reason, decision = (form.get("reviewer", "").strip(), form.get("integrity_reason", "").strip(),
                                   form.get("integrity_decision", ""))
         refusal = Refusal(submitted=form.to_dict())
-        for missing, field, key in ((decision not in INTEGRITY_DECISIONS, "integrity_decision", "review.choose_a_decision"),
-                                    (not reason, "integrity_reason", "review.decision_needs_a_reason"),
-                                    (not name, "integrity_reviewer", "review.reviewer_missing")):
+        for missing, field, key in (
+                (decision not in INTEGRITY_DECISIONS, "integrity_decision", "review.choose_a_decision"),
+                (not reason, "integrity_reason", "review.decision_needs_a_reason"),
+                (not name, "integrity_reviewer", "review.reviewer_missing")):
             if missing:
                 refusal.refuse(field, t(key, LANG))
         if refusal.invalid:
@@ -190,7 +192,7 @@ def integrity_page(app: Flask, review: ClassReview, *, token: str) -> None:
         with ReviewStore(out) as store:
             key = (results[student].integrity or {})["key"]
             store.set_integrity_decision(spec.id, student, key=key, decision=decision, reason=reason, reviewer=name)
-        republish(out, review.project_root, review.assignment, [student])
+        publisher.now([student])
         return remember_reviewer(redirect(url_for("student", student=student, saved=1)), name)
 
 
@@ -222,7 +224,8 @@ def form_changes(form: Any, checks: dict[str, CheckSpec],
                                f"{check_id}: {t('review.override_problem', LANG, problem=problem)}")
                 continue
             if not reason:
-                refusal.refuse(f"override_reason__{check_id}", f"{check_id}: {t('review.override_needs_a_reason', LANG)}")
+                refusal.refuse(f"override_reason__{check_id}",
+                               f"{check_id}: {t('review.override_needs_a_reason', LANG)}")
                 continue
             override_changes.append((check_id, points, reason))
     return manual_changes, override_changes, refusal
@@ -280,4 +283,5 @@ class ReviewServer:
 
     def shutdown(self) -> None:
         self.server.shutdown()
+        self.app.extensions["review_publisher"].drain()  # no save leaves without its report
         self.server.server_close()

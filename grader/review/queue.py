@@ -3,8 +3,9 @@
     GET  /queue                   → the first student not yet scored (or the "all scored" page)
     GET  /queue/<student>         → the question (from the assignment's template), the student's answer,
                                     the rubric (spec: [[checks.rubric]]), the points box focused
-    POST /queue/<student>         → saved as a manual score (gradebook + review log, republished),
-                                    then on to the next student not yet scored
+    POST /queue/<student>         → saved as a manual score (gradebook + review log), then on to the
+                                    next student not yet scored; the report, index.html and grades.csv
+                                    are regenerated in the background (grader.review.state.Publisher)
 
 `?check=<id>` picks the check (default: the first with a rubric, else the first a TA must score).
 Keys (queue.js, the app's only script, allowed by its hash): 1…9 pick rubric item n (points + its
@@ -27,14 +28,14 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from grader.assignment.spec import AssignmentSpec, CheckSpec
-from grader.gradebook.publish import republish
 from grader.gradebook.reviews import ReviewStore
 from grader.gradebook.store import Gradebook, ManualScore
 from grader.i18n import t
 from grader.judge.checks.notebook import answer_after_heading
 from grader.report.render_notebook import sanitize_html
 from grader.results import MANUAL, StudentResult
-from grader.review.state import LANG, REVIEWER_COOKIE, ClassReview, Refusal, parse_points, remember_reviewer
+from grader.review.state import (LANG, REVIEWER_COOKIE, ClassReview, Publisher, Refusal, parse_points,
+                                  remember_reviewer)
 
 QUEUE_SCRIPT = Path(__file__).with_name("queue.js").read_text(encoding="utf-8")
 _markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
@@ -101,7 +102,7 @@ def question_html(template: Path, heading: str) -> Markup:
     return Markup(sanitize_html(_markdown.render(text)))
 
 
-def queue_pages(app: Flask, review: ClassReview, *, token: str, reviewer: str) -> None:
+def queue_pages(app: Flask, review: ClassReview, publisher: Publisher, *, token: str, reviewer: str) -> None:
     """GET /queue, GET and POST /queue/<student>."""
 
     def queue_or_404() -> Queue:
@@ -139,6 +140,7 @@ def queue_pages(app: Flask, review: ClassReview, *, token: str, reviewer: str) -
         if refusal.invalid or points is None:  # 422: everything typed comes back, the field at fault marked
             return render_queue(review, queue, student, token=token, reviewer=name, refusal=refusal), 422
         save_manual(review, queue.check, student, points, comment, name)
+        publisher.later(student)  # report, class page, grades.csv: in the background, the next answer opens now
         after = build_queue(review, queue.check.id) or queue
         following = after.unscored_after(student)
         target = (url_for("queue_student", student=following, check=queue.check.id, saved=student) if following
@@ -162,13 +164,12 @@ def queue_form(form, check: CheckSpec, name: str, refusal: Refusal) -> tuple[int
 
 
 def save_manual(review: ClassReview, check: CheckSpec, student: str, points: int, comment: str, name: str) -> None:
-    """The TA's points through the gradebook (manual_scores + review log), then the student's report,
-    the class page and grades.csv again (the final score is grader.gradebook.final's alone)."""
+    """The TA's points through the gradebook (manual_scores + review log); the final score is
+    grader.gradebook.final's alone, and every page reads it from there."""
     spec = review.spec
     with Gradebook.open(review.out) as book, ReviewStore(review.out) as store:
         book.set_manual_score(spec.id, student, check.id, points, comment=comment, scorer=name)
         store.log_manual(spec.id, student, check.id, points, comment, name)
-    republish(review.out, review.project_root, review.assignment, [student])
 
 
 def render_queue(review: ClassReview, queue: Queue, student: str | None, *, token: str, reviewer: str,

@@ -6,14 +6,18 @@ A refused save re-renders its form with what was typed (`submitted`) and the fie
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flask import Response, render_template
+from flask import render_template
+from werkzeug.wrappers import Response
 
 from grader.assignment.spec import AssignmentSpec
 from grader.gradebook.final import Reviews
+from grader.gradebook.publish import republish
 from grader.gradebook.reviews import ReviewStore
 from grader.gradebook.store import Gradebook
 from grader.i18n import t
@@ -75,6 +79,58 @@ class ClassReview:
                                manual=manual, history=history, labels=STATUS_LABELS[LANG], marks=STATUS_MARKS,
                                token=token, reviewer=reviewer, errors=refusal.errors, submitted=refusal.submitted,
                                invalid=refusal.invalid, saved=saved, title=self.spec.title.get(LANG))
+
+
+_LOCKS: dict[Path, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def publishing_lock(out: Path) -> threading.Lock:
+    """One lock per output folder, shared by every app in this process that serves it."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(out.resolve(), threading.Lock())
+
+
+class Publisher:
+    """Regenerates reports, index.html and grades.csv after a save, one run at a time. `now` returns when
+    the files are written; `later` (the scoring queue) hands the student to a background thread so the
+    next answer opens at once; saves made meanwhile are published together. Readers of the files
+    (/files/, shutdown) `drain` first. The gradebook, which every page reads, is written before either."""
+
+    def __init__(self, review: ClassReview) -> None:
+        self.review = review
+        self.running = publishing_lock(review.out)  # one republish at a time: they write the same class files
+        self.changed = threading.Condition()
+        self.pending: set[str] = set()
+        self.busy = False
+        threading.Thread(target=self._work, name="review-publisher", daemon=True).start()
+
+    def now(self, students: list[str]) -> None:
+        with self.running:
+            republish(self.review.out, self.review.project_root, self.review.assignment, students)
+
+    def later(self, student: str) -> None:
+        with self.changed:
+            self.pending.add(student)
+            self.changed.notify_all()
+
+    def drain(self, timeout: float = 300.0) -> None:
+        with self.changed:
+            self.changed.wait_for(lambda: not self.pending and not self.busy, timeout=timeout)
+
+    def _work(self) -> None:
+        while True:
+            with self.changed:
+                self.changed.wait_for(lambda: bool(self.pending))
+                batch, self.pending, self.busy = sorted(self.pending), set(), True
+            try:
+                self.now(batch)
+            except Exception:  # the gradebook has the save; the next save or `grader review` republishes
+                logging.getLogger(__name__).exception("republishing %s failed", batch)
+            finally:
+                with self.changed:
+                    self.busy = False
+                    self.changed.notify_all()
 
 
 def remember_reviewer(response: Response, name: str) -> Response:
