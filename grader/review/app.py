@@ -5,8 +5,11 @@ Jupyter): from the query string the first time, then from an HttpOnly SameSite=S
 POSTs must also carry the token in the form, which another site cannot read, so they are
 CSRF-safe. Pages: the class list (status, score, TA work left), one student (checks, the 考察,
 manual points + comment, overrides with a reason, the review history) and the generated files
-(report.html, index.html, grades.csv) under /files/. A flagged submission (grader.judge.integrity) shows its
-findings and a form to accept or reject it with a reason (POST /student/<id>/integrity).
+(report.html, index.html, grades.csv) under /files/, and the scoring queue (/queue, grader.review.queue:
+one written answer at a time, from the keyboard; its small script is the app's only one, allowed by its
+hash). A refused save re-renders the form with what was typed and marks the fields at fault. A flagged
+submission (grader.judge.integrity) shows its findings and a form to accept or reject it with a reason
+(POST /student/<id>/integrity).
 Every change is written to the gradebook
 (manual_scores; overrides, integrity decisions and review_log via grader.gradebook.reviews) and the student's report,
 index.html and grades.csv are regenerated at once.
