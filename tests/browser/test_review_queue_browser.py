@@ -161,7 +161,7 @@ def test_ten_answers_scored_by_keyboard_timed(server, browser):
         press_and_wait(page, "Enter")
     elapsed = time.perf_counter() - started
     print(f"\nscoring ten answers by keyboard in the queue took {elapsed:.1f} s "
-          f"({elapsed / 10:.2f} s per answer: key, save, republish, next page)")
+          f"({elapsed / 10:.2f} s per answer: a digit, Enter, the save, the next page; the files regenerate in the background)")
     assert progress(page)[0] == done + 10 or page.is_visible("#done")
     got = scores(out)
     assert [got[name].points for name in scored] == [(10, 7, 4, 1)[n % 4] for n in range(10)]
