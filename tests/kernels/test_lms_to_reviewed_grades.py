@@ -34,7 +34,8 @@ FIXTURES = ROOT / "tests" / "fixtures" / "notebooks"
 DEADLINE = "2026-07-10T23:59:00+09:00"
 TOKEN = "e2e-token"
 DISCUSSION = "discussion.answered"
-YAMADA, SATO, ITO = "s2601001", "s2601002", "s2601003"
+# Not the template's example id (s2601001, in every student's notebook): the leak check looks for other students' ids.
+YAMADA, SATO, ITO = "s2611001", "s2611002", "s2611003"
 NAMES = {YAMADA: ("山田 太郎", 101), SATO: ("Hanako Sato", 102), ITO: ("Jiro Ito", 103)}
 # Moodle's grading worksheet columns (English UI; mod/assign/feedback/offline/importgradeslib.php finds
 # Identifier, Grade and "Last modified (grade)" by name and reads "Feedback comments").
@@ -68,8 +69,8 @@ def read_grades(out: Path) -> dict[str, dict[str, str]]:
 
 def test_moodle_zip_to_reviewed_grades_in_one_folder(tmp_path, test_project, tiny_keras_home, reference_cache):
     roster = tmp_path / "roster.csv"
-    roster.write_text("student_id,name,moodle_id\ns2601001,山田 太郎,101\ns2601002,Hanako Sato,102\n"
-                      "s2601003,Jiro Ito,103\n", encoding="utf-8-sig")
+    roster.write_text(f"student_id,name,moodle_id\n{YAMADA},山田 太郎,101\n{SATO},Hanako Sato,102\n"
+                      f"{ITO},Jiro Ito,103\n", encoding="utf-8-sig")
     submissions, out = tmp_path / "submissions", tmp_path / "out"
 
     pulled = pull.main(source=moodle_download(tmp_path), submissions=submissions, roster=roster, deadline=DEADLINE)
