@@ -288,3 +288,17 @@ def test_export_and_feedback_from_the_cli_write_their_files(graded):
     run = CliRunner().invoke(cli, ["feedback", "--out", str(out), "--format", "moodle"])
     assert run.exit_code == 0 and (out / "grader-feedback-moodle.zip").is_file(), run.output
     assert MANUAL  # the status word the provisional decision rests on (grader.results)
+
+
+def test_default_outputs_in_out_have_names_no_student_can_have(graded):
+    """OUT's top level is shared with student folders (grader.assignment.student_ids)."""
+    from grader.assignment import student_ids
+
+    out, results = graded
+    before = {p.name for p in out.iterdir()}
+    for format in ("moodle", "canvas", "csv"):
+        export(out=out, project_root=ROOT, assignment="kadai8", format=format)
+    for format in ("folder", "moodle"):
+        release(out=out, project_root=ROOT, assignment="kadai8", format=format)
+    written = {p.name for p in out.iterdir()} - before
+    assert len(written) == 5 and all("reserved" in student_ids.problem(name) for name in written), written
