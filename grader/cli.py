@@ -16,6 +16,11 @@ from grader.assignment.paths import CACHE_ROOT, CALIBRATION_ROOT, DATA_HOME, DEF
 console = Console(stderr=True)
 
 
+def example(*lines: str) -> str:
+    """An "Example:" block for a command's --help (\\b keeps click from re-wrapping the lines)."""
+    return "\b\nExample:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 class GraderGroup(click.Group):
     """The one place where exceptions become one-line messages and exit codes."""
 
@@ -39,7 +44,7 @@ def main(verbose: bool) -> None:
     logging.getLogger("traitlets").setLevel(logging.ERROR)  # nbclient's per-kernel chatter
 
 
-@main.command()
+@main.command(epilog=example("grader data            # or: make data"))
 @click.option("--keras-home", type=click.Path(path_type=Path), default=DATA_HOME, show_default=True,
               help="Keras cache to fill (datasets/fashion-mnist/ inside).")
 @click.option("--no-keras-download", is_flag=True, help="Skip Keras's own download and go to the offline fallback.")
@@ -53,7 +58,8 @@ def data(keras_home: Path, no_keras_download: bool) -> None:
                f"fingerprint {info.fingerprint}")
 
 
-@main.command()
+@main.command(epilog=example("grader pull --from kadai8-download.zip --submissions subs",
+                             "grader grade --assignment kadai8 --submissions subs --out out --budget standard"))
 @click.option("--assignment", required=True, help="Assignment id, e.g. kadai8.")
 @click.option("--submissions", type=click.Path(path_type=Path), required=True, help="Folder of notebooks.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
@@ -98,7 +104,7 @@ def grade(assignment: str, submissions: Path, out: Path, budget: str | None, job
         click.echo(f"not graded: {refusal.name} — {refusal.reason}", err=True)
 
 
-@main.command()
+@main.command(epilog=example("grader calibrate --assignment kadai8 --budget standard --runs 3"))
 @click.option("--assignment", required=True, help="Assignment id, e.g. kadai8.")
 @click.option("--budget", type=click.Choice(["quick", "standard", "full"]), required=True)
 @click.option("--runs", type=click.IntRange(min=2), default=3, show_default=True,
@@ -129,7 +135,7 @@ def calibrate(assignment: str, budget: str, runs: int, jobs: int | None, keras_h
         click.echo(summary.threshold_source)
 
 
-@main.command()
+@main.command(epilog=example('grader manual --out out s2601001 discussion.answered 8 --comment "良い考察"'))
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="The graded class.")
 @click.option("--assignment", default=DEFAULT_ASSIGNMENT, show_default=True)
 @click.option("--comment", default="", help="Shown to the student with the score.")
@@ -158,7 +164,8 @@ def manual(out: Path, assignment: str, comment: str, scorer: str | None, delete:
         click.echo(f"{student}: {outcome.student_score} / {outcome.max_score} → {out / student / 'report.html'}")
 
 
-@main.command()
+@main.command(epilog=example("grader pull --from kadai8-download.zip --submissions subs --roster roster.csv \\",
+                             "            --deadline 2026-07-10T23:59:00+09:00"))
 @click.option("--from", "source", type=click.Path(path_type=Path), required=True,
               help="The LMS bulk download: a folder or a .zip (Moodle, Canvas or <id>.ipynb layout).")
 @click.option("--submissions", type=click.Path(path_type=Path, file_okay=False), required=True,
@@ -181,7 +188,7 @@ def pull(source: Path, submissions: Path, roster: Path | None, deadline: str | N
         click.echo(f"not matched: {line}", err=True)
 
 
-@main.command()
+@main.command(epilog=example("grader review --out out --reviewer 鈴木"))
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="The graded class.")
 @click.option("--assignment", default=DEFAULT_ASSIGNMENT, show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8808, show_default=True, help="0: any free port.")
@@ -195,7 +202,7 @@ def review(out: Path, assignment: str, port: int, reviewer: str | None, project:
                  on_ready=lambda url: click.echo(f"レビュー画面 / review app: {url}\n(Ctrl-C で終了)"))
 
 
-@main.command()
+@main.command(epilog=example("grader similarity --out out --submissions subs"))
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="The graded class.")
 @click.option("--submissions", type=click.Path(path_type=Path, file_okay=False), required=True)
 @click.option("--assignment", default=DEFAULT_ASSIGNMENT, show_default=True)
@@ -214,7 +221,7 @@ def similarity(out: Path, submissions: Path, assignment: str, threshold: float |
                f"{out / 'similarity.json'}")
 
 
-@main.command()
+@main.command(epilog=example("grader doctor"))
 def doctor() -> None:
     """Show which sandbox layers work on this machine, and which one grading will use."""
     from grader.commands import doctor as command
@@ -231,7 +238,7 @@ def doctor() -> None:
     sys.exit(0 if report.chosen else 1)
 
 
-@main.command()
+@main.command(epilog=example("grader check 課題8.ipynb --html report.html"))
 @click.argument("notebook", type=click.Path(path_type=Path))
 @click.option("--assignment", default=DEFAULT_ASSIGNMENT, show_default=True, help="Assignment id.")
 @click.option("--keras-home", type=click.Path(path_type=Path), default=DATA_HOME, show_default=True)
@@ -248,6 +255,47 @@ def check(notebook: Path, assignment: str, keras_home: Path, cache: Path, no_san
                           cache_root=cache, no_sandbox=no_sandbox, html=html)
     command.print_report(report)
     sys.exit(report.exit_code)
+
+
+@main.command(epilog=example("grader export --out out --format moodle --to kadai8-worksheet.csv",
+                             "grader export --out out --format canvas --canvas-assignment-id 4567",
+                             "grader export --out out --format csv"))
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="The graded class.")
+@click.option("--format", "format_", type=click.Choice(["moodle", "canvas", "csv"]), required=True,
+              help="moodle: grading worksheet; canvas: Gradebook import CSV; csv: plain, with `complete`.")
+@click.option("--to", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="The file to write (default: OUT/grader-export-FORMAT.csv).")
+@click.option("--canvas-assignment-id", default=None, help="Canvas: the assignment's id, as in Canvas's own export.")
+@click.option("--assignment", default=DEFAULT_ASSIGNMENT, show_default=True)
+@click.option("--project", type=click.Path(path_type=Path, file_okay=False), default=PROJECT_ROOT)
+def export(out: Path, format_: str, to: Path | None, canvas_assignment_id: str | None, assignment: str,
+           project: Path) -> None:
+    """Final grades as a file Moodle or Canvas uploads as it is (provisional ones without a grade)."""
+    from grader.commands import export as command
+
+    done = command.main(out=out, project_root=project, assignment=assignment, format=format_, to=to,
+                        canvas_assignment_id=canvas_assignment_id)
+    click.echo(f"{done.students} students ({len(done.provisional)} provisional) → {done.path}")
+    if done.provisional and format_ != "csv":
+        click.echo(f"provisional, no grade written (TA scoring not finished): {', '.join(done.provisional)}", err=True)
+
+
+@main.command(epilog=example("grader feedback --out out --format moodle --to kadai8-feedback.zip",
+                             "grader feedback --out out --to feedback/"))
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="The graded class.")
+@click.option("--format", "format_", type=click.Choice(["folder", "moodle"]), default="folder", show_default=True,
+              help="folder: DIR/<student>/; moodle: the zip for \"Upload multiple feedback files in a zip\".")
+@click.option("--to", type=click.Path(path_type=Path), default=None,
+              help="Folder or zip to write (default: OUT/grader-feedback or OUT/grader-feedback-moodle.zip).")
+@click.option("--lang", type=click.Choice(["ja", "en"]), default=None, help="Default: the language graded in.")
+@click.option("--assignment", default=DEFAULT_ASSIGNMENT, show_default=True)
+@click.option("--project", type=click.Path(path_type=Path, file_okay=False), default=PROJECT_ROOT)
+def feedback(out: Path, format_: str, to: Path | None, lang: str | None, assignment: str, project: Path) -> None:
+    """Each student's own report and executed notebook, safe to hand back (no one else's data)."""
+    from grader.commands import feedback as command
+
+    done = command.main(out=out, project_root=project, assignment=assignment, format=format_, to=to, lang=lang)
+    click.echo(f"{len(done.students)} students ({len(done.provisional)} provisional, marked 暫定) → {done.path}")
 
 
 if __name__ == "__main__":

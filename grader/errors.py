@@ -41,3 +41,23 @@ class ExecutionSetupError(GraderError):
     """A kernel could not be started at all (not a student's fault)."""
 
     exit_code = 5
+
+
+class SubmissionsNotFoundError(ConfigError):
+    """`grade --submissions` names nothing, or a file (an LMS download: `grader pull` unpacks it)."""
+
+
+class NoSubmissionsError(ConfigError):
+    """The submissions folder holds no notebook: an empty class page would hide the mistake."""
+
+
+class DataMissingError(DataUnavailableError):
+    """The data files are not there yet: `grader data` (or `make data`) provisions them."""
+
+
+class NotGradedError(ConfigError):
+    """An output folder without a graded class (`export`, `feedback` need `grader grade` first)."""
+
+
+class LmsMappingError(ConfigError):
+    """A student cannot be matched to the LMS (not from a Moodle pull, no participant id)."""

@@ -76,7 +76,7 @@ class StudentResult:
         return bool((self.submission or {}).get("late"))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "complete": self.complete}  # `complete`: derived, written for other tools
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudentResult:
@@ -91,6 +91,15 @@ class StudentResult:
     @property
     def pending_manual(self) -> int:
         return sum(1 for c in self.checks if c.status == MANUAL)
+
+    @property
+    def complete(self) -> bool:
+        """The one decision "is this score final?" (class page, grades.csv, reports, exports, feedback):
+        every manual check (考察) is scored by a TA, and a flagged submission has a TA's decision.
+        Otherwise the score is provisional (暫定): what the student has so far, TA work still to come.
+        It lives here, below the final score (grader.gradebook.final), because the pages use it too."""
+        waiting_for_decision = self.status == FLAGGED and not (self.integrity or {}).get("review")
+        return self.pending_manual == 0 and not waiting_for_decision
 
 
 def result_json(result: StudentResult) -> str:

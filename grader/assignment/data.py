@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from grader.errors import DataInvalidError, DataUnavailableError
+from grader.errors import DataInvalidError, DataMissingError, DataUnavailableError
+from grader.i18n import both
 
 log = logging.getLogger("grader.data")
 
@@ -191,7 +192,7 @@ def load_dataset(keras_home: Path) -> Dataset:
     d = dataset_dir(keras_home)
     missing = [n for n in DATA_FILES if not (d / n).is_file()]
     if missing:
-        raise DataUnavailableError(f"missing in {d}: {', '.join(missing)}")
+        raise DataMissingError(f"missing in {d}: {', '.join(missing)}. " + both("cli_error.data_missing"))
     p = private_dir(keras_home)
     if read_split(keras_home) is None or not all((p / n).is_file() for n in PRIVATE_FILES):
         raise DataUnavailableError(

@@ -35,13 +35,13 @@ from grader.engine.pipeline import Session, Submission, grade_submission, public
 from grader.engine.reference import library_versions, with_reference
 from grader.engine.rejudge import can_rejudge, rejudge
 from grader.engine.session import make_session
-from grader.errors import ConfigError
+from grader.errors import ConfigError, NoSubmissionsError
 from grader.evidence.evaluate import ModelEvaluation
 from grader.gradebook.final import Reviews
 from grader.gradebook.manifest import keep_manifest
 from grader.gradebook.publish import write_class, write_student
 from grader.gradebook.store import Gradebook, ResultRow, batch_inputs, input_fingerprint, sha256_bytes
-from grader.i18n import t
+from grader.i18n import both, t
 from grader.isolation.launch import Launcher
 from grader.isolation.machine import default_jobs, threads_per_job
 from grader.isolation.workroot import exclusive_output, work_root
@@ -112,6 +112,8 @@ class ClassGrading:
         self.budget = self.spec.budget(request.budget or default_budget(self.spec))
         self.scan = scan_submissions(request.submissions)
         self.found = self.scan.submissions
+        if not self.found and not self.scan.refused:  # not an empty class page that looks like success
+            raise NoSubmissionsError(both("cli_error.no_submissions", path=request.submissions))
         self.only = sorted({normalise(s) for s in request.students})  # a name typed on macOS may arrive decomposed
         unknown = sorted(set(self.only) - {s.student for s in self.found})
         if unknown:

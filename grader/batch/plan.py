@@ -15,9 +15,9 @@ from typing import Iterable
 from grader.assignment.spec import AssignmentSpec
 from grader.assignment.student_ids import Refusal, escaped, group_sources
 from grader.engine.pipeline import Submission
-from grader.errors import ConfigError
+from grader.errors import SubmissionsNotFoundError
 from grader.gradebook.store import ResultRow
-from grader.i18n import t
+from grader.i18n import both, t
 from grader.isolation.machine import gpu_available
 
 log = logging.getLogger("grader.grade")
@@ -48,8 +48,10 @@ def scan_submissions(folder: Path) -> SubmissionScan:
     Ids follow grader.assignment.student_ids: kept as written (NFC); a name the rules refuse, or two names
     that would be one id, are not graded and come back as refusals, never as a crash.
     """
+    if folder.is_file():  # most often the LMS's bulk download itself
+        raise SubmissionsNotFoundError(both("cli_error.submissions_is_a_file", path=folder))
     if not folder.is_dir():
-        raise ConfigError(f"submissions folder not found: {folder}")
+        raise SubmissionsNotFoundError(both("cli_error.submissions_not_found", path=folder))
     named: dict[str, list[str]] = {}
     notebook_of: dict[str, Path] = {}
     links: list[Refusal] = []

@@ -49,6 +49,16 @@ def write_class(results: Iterable[StudentResult], out: Path, *, spec: Assignment
                         budget_summary=f"{budget.name} ({budget.summary(lang)})", refused=refused)
 
 
+def final_class(out: Path, spec: AssignmentSpec, reviews: Reviews | None = None) -> dict[str, StudentResult]:
+    """Every current student's final result (grader.gradebook.final) from the gradebook, by student; a
+    student whose notebook is no longer among the submissions is left out. Nothing is written."""
+    reviews = reviews or Reviews.load(out, spec.id)
+    with Gradebook.open(out) as book:
+        current = book.submissions(spec.id)
+        return {name: reviews.final(row.result) for name, row in sorted(book.results(spec.id).items())
+                if not current or name in current}
+
+
 def republish(out: Path, project_root: Path, assignment: str,
               students: list[str] | None = None) -> dict[str, StudentResult]:
     """Re-render the given students' result.json + report.html (all when None), then index.html and

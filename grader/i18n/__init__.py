@@ -51,3 +51,8 @@ def t(key: str, lang: str, /, **args: Any) -> str:
 def listing(items: list[str], lang: str) -> str:
     """Items joined the way the language lists them (`、` in Japanese)."""
     return t("list.separator", lang).join(items)
+
+
+def both(key: str, /, **args: Any) -> str:
+    """Japanese, then English: for messages printed before any language is chosen (CLI errors)."""
+    return f"{t(key, 'ja', **args)} / {t(key, 'en', **args)}"

@@ -9,6 +9,7 @@ own numbers only (`grader.report.figures`).
 from __future__ import annotations
 
 import base64
+import copy
 import csv
 import hashlib
 import json
@@ -41,6 +42,8 @@ ATTENTION = {ERROR, TIMEOUT, KERNEL_DIED, INVALID, GRADER_ERROR, FLAGGED}
 SEVERITY = {FLAGGED: -1, GRADER_ERROR: 0, INVALID: 1, KERNEL_DIED: 2, TIMEOUT: 3, ERROR: 4, GRADED: 5}
 AUTO_FAILED = {FAIL, ERROR, NOT_RUN}
 MAX_BATCH_FIGURES = 4
+# Who reads a student's report (render_student_report): the TA's copy, or the feedback given back.
+TA, STUDENT = "ta", "student"
 
 # Sorting for the class page's table; allowed by its hash in the Content-Security-Policy.
 SORT_SCRIPT = """
@@ -142,7 +145,13 @@ def write_student_report(result: StudentResult, out_dir: Path, content: Content 
     return path
 
 
-def render_student_report(result: StudentResult, folder: Path, content: Content) -> str:
+def render_student_report(result: StudentResult, folder: Path, content: Content, *, audience: str = TA,
+                          notebook_file: str | None = None) -> str:
+    """The report as `audience` reads it: TA (everything, links to the class page and the TA's files) or
+    STUDENT (grader feedback: no class page, no result.json, no TA-only parts; see `for_student`).
+    `notebook_file`: the executed notebook's name beside a student's copy, for a link."""
+    if audience == STUDENT:
+        result = for_student(result)
     evidence = Evidence.load(folder / "evidence") if (folder / "evidence").is_dir() else None
     notebook = read_executed(folder / "executed.ipynb")
     cells = cell_links(notebook)
@@ -159,7 +168,24 @@ def render_student_report(result: StudentResult, folder: Path, content: Content)
         kernel_log=(folder / "kernel.log").is_file(),
         has_notebook=(folder / "executed.ipynb").is_file(),
         auto_checks=[c for c in result.checks if c.status != MANUAL],
+        for_student=audience == STUDENT, notebook_file=notebook_file,
     )
+
+
+def for_student(result: StudentResult) -> StudentResult:
+    """What a student may read of a final result. Hidden checks already carry only their public message
+    (the template never shows their expected values); here go the TA's notes (manual scores with the
+    scorer's name, overrides with their reasons, which may name other students), and while the result is
+    provisional the TA's scores and comments so far (the 考察 shows as "確認中" until the grade is final)."""
+    shown = copy.deepcopy(result)
+    ta_note = tuple(f"{c.id}: " for c in shown.checks)
+    shown.notes = [n for n in shown.notes if not n.startswith(ta_note)]
+    if not shown.complete:
+        for check in shown.checks:
+            if check.id in shown.answers and check.status != MANUAL:
+                check.status, check.points, check.override = MANUAL, 0, None
+                check.message = check.public_message = t("feedback_pending", shown.lang)
+    return shown
 
 
 def read_executed(path: Path) -> Any:
@@ -348,6 +374,7 @@ def render_class_page(results: list[StudentResult], *, lang: str, title: str, bu
     accuracies = [(r.student, accuracy_of(r)) for r in results if accuracy_of(r) is not None]
     max_score = results[0].max_score if results else 0
     scores = [r.score for r in results]
+    final = [r.score for r in results if r.complete]  # statistics of final scores; provisional ones apart
     return _environment().get_template("index.html.j2").render(
         results=results, labels=STATUS_LABELS[lang], marks=STATUS_MARKS, title=title,
         budget_summary=budget_summary, csp=csp(SORT_SCRIPT), sort_script=Markup(SORT_SCRIPT),
@@ -355,8 +382,9 @@ def render_class_page(results: list[StudentResult], *, lang: str, title: str, bu
         threshold=threshold, reference_accuracy=ref_accuracy, max_score=max_score,
         accuracy_of=accuracy_of, below=lambda r: below_threshold(r, threshold),
         no_accuracy=[r.student for r in results if accuracy_of(r) is None],
-        stats={"mean": statistics.fmean(scores) if scores else None,
-               "median": statistics.median(scores) if scores else None,
+        stats={"mean": statistics.fmean(final) if final else None,
+               "median": statistics.median(final) if final else None,
+               "provisional": len(scores) - len(final), "mean_all": statistics.fmean(scores) if scores else None,
                "statuses": {s: sum(1 for r in results if r.status == s) for s in SEVERITY if any(r.status == s for r in results)},
                "below": sum(1 for r in results if below_threshold(r, threshold))},
         score_figure=figures.score_histogram(scores, max_score, fig_lang),
@@ -442,14 +470,14 @@ def write_grades_csv(results: list[StudentResult], path: Path) -> None:
     with open(path, "w", encoding="utf-8-sig", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\r\n")
         writer.writerow(["student", "status", "score", "max_score", *check_ids, "message", "test_accuracy",
-                         "submitted_at", "late", "late_by_minutes"])
+                         "submitted_at", "late", "late_by_minutes", "complete"])
         for r in results:
             by_id = {c.id: c for c in r.checks}
             cells = [("" if i not in by_id else MANUAL if by_id[i].status == MANUAL else by_id[i].points)
                      for i in check_ids]
             accuracy = accuracy_of(r)
             writer.writerow([_csv_safe(r.student), r.status, r.score, r.max_score, *cells, _csv_safe(r.message),
-                             "" if accuracy is None else f"{accuracy:.4f}", *submission_cells(r)])
+                             "" if accuracy is None else f"{accuracy:.4f}", *submission_cells(r), int(r.complete)])
 
 
 def submission_cells(result: StudentResult) -> list[Any]:

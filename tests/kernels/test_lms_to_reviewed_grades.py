@@ -1,5 +1,7 @@
 """From an LMS zip to reviewed grades in one folder: `pull` → `grade` (real sandboxed kernels) →
-`similarity` → a TA's review → a regrade that keeps all of it.
+`similarity` → a TA's review → a regrade that keeps all of it → back to Moodle: the grading worksheet
+(`export --format moodle`) and the feedback zip (`feedback --format moodle`), in which no student's
+file holds anything of another student's or a hidden expected value.
 
 Three students in a Moodle bulk download: 山田 (a correct notebook, with an older broken attempt
 beside it), 佐藤 (the sample class's correct variant, an hour late) and 伊藤 (佐藤's notebook with
@@ -9,6 +11,9 @@ every variable renamed).
 from __future__ import annotations
 
 import csv
+import io
+import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -16,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, renamed
+from grader.commands import export as export_command
+from grader.commands import feedback as feedback_command
 from grader.commands import grade, pull
 from grader.commands import similarity as similarity_command
 from grader.review.app import create_app
@@ -27,7 +34,13 @@ FIXTURES = ROOT / "tests" / "fixtures" / "notebooks"
 DEADLINE = "2026-07-10T23:59:00+09:00"
 TOKEN = "e2e-token"
 DISCUSSION = "discussion.answered"
-YAMADA, SATO, ITO = "s2601001", "s2601002", "s2601003"
+# Not the template's example id (s2601001, in every student's notebook): the leak check looks for other students' ids.
+YAMADA, SATO, ITO = "s2611001", "s2611002", "s2611003"
+NAMES = {YAMADA: ("山田 太郎", 101), SATO: ("Hanako Sato", 102), ITO: ("Jiro Ito", 103)}
+# Moodle's grading worksheet columns (English UI; mod/assign/feedback/offline/importgradeslib.php finds
+# Identifier, Grade and "Last modified (grade)" by name and reads "Feedback comments").
+MOODLE_WORKSHEET = ["Identifier", "Full name", "Email address", "Status", "Grade", "Maximum Grade",
+                    "Grade can be changed", "Last modified (submission)", "Last modified (grade)", "Feedback comments"]
 
 
 def moodle_download(folder: Path) -> Path:
@@ -56,8 +69,8 @@ def read_grades(out: Path) -> dict[str, dict[str, str]]:
 
 def test_moodle_zip_to_reviewed_grades_in_one_folder(tmp_path, test_project, tiny_keras_home, reference_cache):
     roster = tmp_path / "roster.csv"
-    roster.write_text("student_id,name,moodle_id\ns2601001,山田 太郎,101\ns2601002,Hanako Sato,102\n"
-                      "s2601003,Jiro Ito,103\n", encoding="utf-8-sig")
+    roster.write_text(f"student_id,name,moodle_id\n{YAMADA},山田 太郎,101\n{SATO},Hanako Sato,102\n"
+                      f"{ITO},Jiro Ito,103\n", encoding="utf-8-sig")
     submissions, out = tmp_path / "submissions", tmp_path / "out"
 
     pulled = pull.main(source=moodle_download(tmp_path), submissions=submissions, roster=roster, deadline=DEADLINE)
@@ -120,3 +133,57 @@ def test_moodle_zip_to_reviewed_grades_in_one_folder(tmp_path, test_project, tin
     shutil.rmtree(submissions)
     assert {"gradebook.sqlite", "grades.csv", "index.html", "submissions.json", "similarity.json"} <= \
         {p.name for p in out.iterdir()}
+    back_to_moodle(out, test_project)
+
+
+def back_to_moodle(out: Path, project: Path) -> None:
+    """`export --format moodle` and `feedback --format moodle` on the reviewed class: 山田 (scored 9) and
+    伊藤 (scored 0, overridden) are final, 佐藤 (考察 not scored) is provisional."""
+    results = {s: json.loads((out / s / "result.json").read_text(encoding="utf-8")) for s in NAMES}
+    worksheet = export_command.main(out=out, project_root=project, assignment="kadai8", format="moodle").path
+    header, *rows = list(csv.reader(io.StringIO(worksheet.read_text(encoding="utf-8"))))
+    assert header == MOODLE_WORKSHEET
+    by_id = {row[0]: dict(zip(header, row)) for row in rows}
+    assert by_id["Participant 101"]["Grade"] == str(results[YAMADA]["score"])
+    assert by_id["Participant 101"]["Feedback comments"].startswith("靴の向きに触れていて良い\n")
+    assert by_id["Participant 103"]["Grade"] == str(results[ITO]["score"]) and results[ITO]["complete"]
+    assert by_id["Participant 102"]["Grade"] == "" and "暫定" in by_id["Participant 102"]["Feedback comments"]
+    assert not results[SATO]["complete"]
+
+    released = feedback_command.main(out=out, project_root=project, assignment="kadai8", format="moodle")
+    with zipfile.ZipFile(released.path) as archive:
+        files = {name: archive.read(name).decode("utf-8") for name in archive.namelist()}
+    assert sorted(files) == sorted(f"{name}_{pid}_assignsubmission_file_/{file}" for name, pid in NAMES.values()
+                                   for file in ("executed.ipynb", "report.html"))
+    for name, text in files.items():
+        owner = next(s for s, (_, pid) in NAMES.items() if name.split("/")[0].split("_")[1] == str(pid))
+        assert student_leaks(text, owner, results) == [], name
+    assert 'id="provisional"' in files["Hanako Sato_102_assignsubmission_file_/report.html"]
+    assert "靴の向きに触れていて良い" in files["山田 太郎_101_assignsubmission_file_/report.html"]
+
+
+def student_leaks(text: str, owner: str, results: dict[str, dict]) -> list[str]:
+    """What must never be in `owner`'s file: another student's name, id, participant folder or score;
+    the accuracy threshold, the reference accuracy and hidden checks' expected values (from result.json);
+    the class page link; result.json."""
+    found = [f"link: {what}" for what in ('href="../index.html"', "result.json") if what in text]
+    own = results[owner]
+    for other, (name, pid) in NAMES.items():
+        if other == owner:
+            continue
+        found += [f"{other}: {v}" for v in (other, name, f"_{pid}_assignsubmission") if v in text]
+        if results[other]["score"] != own["score"] and re.search(
+                rf"(?<![\d.]){results[other]['score']}(<span>)? / {own['max_score']}", text):
+            found.append(f"{other}'s score {results[other]['score']}")
+    reference = own["reference"]
+    own_numbers = {f"{(own.get('evaluation') or {}).get('accuracy') or 0:.3f}"}
+    secrets = {repr(reference["threshold"]), f"{reference['threshold']:.4f}"}
+    if not name_is_notebook(text):  # Keras logs in a notebook print many 4-digit numbers; reports print few
+        secrets |= {f"{reference['threshold']:.3f}", f"{reference['accuracy']:.3f}"} - own_numbers
+    secrets |= {c["expected"] for r in results.values() for c in r["checks"]
+                if not c["visible"] and isinstance(c["expected"], str) and len(c["expected"]) >= 5}
+    return found + [f"hidden value {v}" for v in sorted(secrets) if v in text]
+
+
+def name_is_notebook(text: str) -> bool:
+    return text.lstrip().startswith("{")
