@@ -10,7 +10,7 @@ different 考察, some with batch_size=32), all with the same training budget:
       same TensorFlow threads per kernel, the budget applied by a 20-line `fit` cap loaded at
       kernel start) vs `grader grade` on a fresh output folder → overhead ratio (target ≤ 1.05), and
       the grader's own cost per student, step by step (from each result's `execution.steps` and
-      `evaluation.predictor`, and the reports drawn once more, timed): collecting evidence,
+      `execution.predictor`, and the reports drawn once more, timed): collecting evidence,
       trusted evaluation (what a student's slot waits for after execution), cross-checks,
       judging, releasing the job, drawing the report (off the slot: a report thread);
   (b) nbgrader's `autograde` on the same class (the assignment authored in nbgrader's format:
@@ -262,7 +262,7 @@ def step_costs(out: Path) -> dict[str, list[float]]:
         for name in (*STEPS, "execute"):
             if name in steps:
                 costs[name].append(steps[name])
-        predictor = (result.evaluation or {}).get("predictor") or {}
+        predictor = result.execution.get("predictor") or {}
         for key, name in (("ready_cpu_seconds", "predictor_ready_cpu"),
                           ("evaluate_cpu_seconds", "predictor_evaluate_cpu")):
             if isinstance(predictor.get(key), (int, float)):

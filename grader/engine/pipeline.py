@@ -29,6 +29,7 @@ from grader.judge.compat_notes import bridge_notes, import_notes
 from grader.assignment.data import FINGERPRINT_FILE
 from grader.evidence.evaluate import ModelEvaluation, evaluate_training_model, predict_timeout, test_images
 from grader.evidence.predictor import Predictor, close_predictor
+from grader.evidence.predictor import summary as predictor_summary
 from grader.evidence.predictor import start_predictor as start_predictor_process
 from grader.evidence.reader import Evidence
 from grader.engine.execute import ExecutionResult, execute_notebook, write_harness_config
@@ -321,6 +322,7 @@ def build_result(run: StudentRun, session: Session) -> StudentResult:
         checks=checks,
         execution={**(run.execution.to_dict() if run.execution else {}), "budget": session.budget.name,
                    "sandbox": session.launcher.name, "steps": dict(run.step_seconds),
+                   "predictor": predictor_summary(run.predictor) if run.predictor else None,
                    "limits": dict(getattr(session.launcher, "limits_in_force", {}))},
         budget={**session.budget.caps(), "summary": session.budget.summary(lang),
                 "cell_timeout_s": session.budget.cell_timeout_s,

@@ -23,7 +23,6 @@ import numpy as np
 
 from grader.evidence.reader import Evidence
 from grader.evidence.predictor import PredictionTimeout, Predictor, hand_over
-from grader.evidence.predictor import summary as predictor_summary
 
 PREDICT_TIMEOUT_S = 300  # when there is no reference time to scale from (the reference run itself)
 NUM_CLASSES = 10
@@ -47,7 +46,6 @@ class ModelEvaluation:
     predict_timeout_s: float | None = None  # the limit it ran under
     predict_timed_out: bool = False  # stopped at that limit (a pathological model), reported as predict_failed
     model: dict[str, Any] = field(default_factory=dict)  # what the saved file says (model_facts)
-    predictor: dict[str, Any] = field(default_factory=dict)  # models_loaded (1), ready_seconds, started_before_s
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -128,7 +126,6 @@ async def evaluate_training_model(
     except (RuntimeError, ValueError, OSError) as exc:
         result.problem = f"predict_failed: {exc}"[:500]
     result.predict_seconds = round(time.monotonic() - started, 2)
-    result.predictor = predictor_summary(predictor)
     return result
 
 

@@ -201,7 +201,8 @@ def close_predictor(predictor: Predictor, *, keep_log: Path | None = None) -> No
 
 
 def summary(predictor: Predictor) -> dict[str, Any]:
-    """For result.json (`evaluation.predictor`): how many models it loaded (always 1), how long getting
-    ready took, and how long it had been started before the model came."""
+    """For result.json (`execution.predictor`, with the other timings): how many models it loaded (always 1),
+    how long getting ready and evaluating took (wall, CPU), and how long it had been started before the model
+    came. None of it is judged."""
     head_start = None if predictor.handed_at is None else round(predictor.handed_at - predictor.started, 2)
     return {**predictor.info, "started_before_s": head_start}

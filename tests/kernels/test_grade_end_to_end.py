@@ -164,6 +164,7 @@ def test_no_predictor_outlives_the_batch_whatever_the_notebook_did(graded_batch)
     # a model (a cell timed out before training; the kernel exited), and the normal case.
     for student in ("correct", "error_midway", "infinite_loop", "kernel_exit"):
         assert "start_predictor" in results[student].execution["steps"], student
+        assert results[student].execution["predictor"] is not None, student
     assert results["error_midway"].evaluation["accuracy"] is not None
     assert results["infinite_loop"].evaluation["problem"] == "no_fit"
     assert predictor_processes() == []
@@ -174,6 +175,6 @@ def test_every_predictor_evaluated_exactly_one_model_and_was_started_before_the_
     evaluated = [r for r in results.values() if r.evaluation and r.evaluation.get("accuracy") is not None]
     assert len(evaluated) >= 5
     for result in evaluated:
-        predictor = result.evaluation["predictor"]
+        predictor = result.execution["predictor"]
         assert predictor["models_loaded"] == 1, result.student
         assert predictor["started_before_s"] > 0, result.student  # started with the notebook, handed the model after
