@@ -24,6 +24,7 @@ from grader.engine.reference import REFERENCE_STEPS, describe_reference_problems
 from grader.engine.session import make_session
 from grader.errors import ReferenceRunError
 from grader.isolation.launch import Launcher
+from grader.evidence.predictor import WAITING_MB as PREDICTOR_WAITING_MB
 from grader.isolation.machine import default_jobs, threads_per_job
 from grader.isolation.workroot import work_root
 from grader.judge.threshold import decide_threshold
@@ -62,7 +63,7 @@ async def calibrate_all(*, assignment: str, budget: str, runs: int, jobs: int | 
         raise ReferenceRunError(f"reference notebook not found: {spec.reference}")
     data = load_dataset(keras_home)
     data_fingerprint = fingerprint(keras_home)
-    jobs = jobs or min(runs, default_jobs(spec.limits.memory_mb))
+    jobs = jobs or min(runs, default_jobs(spec.limits.memory_mb + PREDICTOR_WAITING_MB))
     if launcher is None:
         launcher = sandbox_for(spec, chosen, hidden=[project_root, calibration_root, keras_home], no_sandbox=no_sandbox)
     with work_root() as work:

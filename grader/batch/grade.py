@@ -18,8 +18,10 @@ import asyncio
 import copy
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from functools import partial
 from typing import Callable
 
 from grader import __version__
@@ -37,6 +39,7 @@ from grader.engine.rejudge import can_rejudge, rejudge
 from grader.engine.session import make_session
 from grader.errors import ConfigError, NoSubmissionsError
 from grader.evidence.evaluate import ModelEvaluation
+from grader.evidence.predictor import WAITING_MB as PREDICTOR_WAITING_MB
 from grader.gradebook.final import Reviews
 from grader.gradebook.manifest import keep_manifest
 from grader.gradebook.publish import write_class, write_student
@@ -119,12 +122,14 @@ class ClassGrading:
         if unknown:
             raise ConfigError(f"--student: no submission for {', '.join(unknown)} in {request.submissions}")
         self.data_fingerprint = data_fingerprint(request.keras_home)
-        self.jobs = request.jobs or default_jobs(self.spec.limits.memory_mb)
+        self.jobs = request.jobs or default_jobs(self.spec.limits.memory_mb + PREDICTOR_WAITING_MB)  # + its predictor
         self.threads = request.threads or threads_per_job(self.jobs)
         self.versions = library_versions()
         self.calibration = load_calibration(request.calibration_root, self.spec, self.budget, self.data_fingerprint)
         self.content = load_content(self.spec.root)
         self.results: dict[str, StudentResult] = {}
+        self.seconds: dict[str, float] = {}  # executed, report not drawn yet
+        self.renderer: ThreadPoolExecutor | None = None  # draws executed students' reports (`execute`)
         self.summary = BatchSummary(request.out, [], self.budget.name, None, 0.0, "", jobs=self.jobs,
                                     threads=self.threads, refused=self.scan.refused)
 
@@ -228,7 +233,8 @@ class ClassGrading:
             for planned in rerender:
                 await self.rerender(planned, session)
             limit = asyncio.Semaphore(max(1, self.jobs))
-            await asyncio.gather(*(self.execute_one(p, session, limit) for p in to_run))
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="report") as self.renderer:
+                await asyncio.gather(*(self.execute_one(p, session, limit) for p in to_run))
 
     async def execute_one(self, planned: Planned, session: Session, limit: asyncio.Semaphore) -> None:
         submission = planned.submission
@@ -240,8 +246,9 @@ class ClassGrading:
             except Exception as exc:  # noqa: BLE001 - a bug on one student is a row, not a lost batch
                 log.exception("grading %s failed", submission.student)
                 result = grader_error_result(submission, session, exc)
-            self.publish(result, reused=False, seconds=time.monotonic() - began, execution_id=execution_id,
-                         key=planned.fingerprint)
+            final = self.record(result, seconds=time.monotonic() - began, execution_id=execution_id,
+                                key=planned.fingerprint)
+        await self.render(result, final)  # the slot is free: the next kernel starts while this report is drawn
 
     def publish(self, automatic: StudentResult, *, reused: bool, seconds: float | None, row: ResultRow | None = None,
                 execution_id: int | None = None, key: str = "") -> StudentResult:
@@ -256,12 +263,33 @@ class ClassGrading:
         else:
             self.book.record_result(self.run_id, automatic, fingerprint=key, seconds=seconds, report_key=rkey,
                                     execution_id=execution_id)
-        self.results[automatic.student] = final
-        (self.summary.executed if not reused else self.summary.reused).append(automatic.student)
+        self.announce(final, reused=reused, seconds=seconds)
+        return final
+
+    def record(self, automatic: StudentResult, *, seconds: float, execution_id: int, key: str) -> StudentResult:
+        """An executed student's result committed at once (resumable), its report not drawn yet (report
+        key ""): a batch killed before `render` draws it in the next run, like any stale report."""
+        self.book.record_result(self.run_id, automatic, fingerprint=key, seconds=seconds, report_key="",
+                                execution_id=execution_id)
+        self.seconds[automatic.student] = seconds
+        return self.reviews.final(automatic)
+
+    async def render(self, automatic: StudentResult, final: StudentResult) -> None:
+        """result.json and report.html drawn in the report thread (one at a time, off the event loop that
+        drives the kernels); the gradebook is written here, on the loop's thread, in completion order."""
+        folder = self.request.out / automatic.student
+        rkey = await asyncio.get_running_loop().run_in_executor(
+            self.renderer, partial(write_student, final, folder, content=self.content))
+        if rkey:
+            self.book.update_result(automatic, report_key=rkey)
+        self.announce(final, reused=False, seconds=self.seconds.pop(automatic.student, None))
+
+    def announce(self, final: StudentResult, *, reused: bool, seconds: float | None) -> None:
+        self.results[final.student] = final
+        (self.summary.executed if not reused else self.summary.reused).append(final.student)
         self.progress.finished(final, reused=reused, seconds=seconds)
         if self.on_result:
             self.on_result(final)
-        return final
 
     def finish(self, started: float) -> None:
         """The class pages, the summary, and the run closed in the gradebook."""

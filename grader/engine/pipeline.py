@@ -1,6 +1,7 @@
 """Grading one submission: an ordered list of small steps.
 
-submission → sandboxed execution → evidence → trusted evaluation → verdicts → outputs.
+submission → sandboxed execution → evidence → trusted evaluation → verdicts → outputs (the trusted
+evaluation's process is started beside the execution, `start_predictor`, and handed the model after it).
 Each step reads and fills a `StudentRun`. A step that finds the submission unusable raises
 `StopGrading` with the status to record; anything unexpected becomes `grader_error` for that
 student only. The batch never stops because of one notebook.
@@ -26,7 +27,10 @@ from grader.judge.checks import AccuracyThreshold, CheckContext, DatasetHashes
 from grader.judge.checks.notebook import answer_after_heading
 from grader.judge.compat_notes import bridge_notes, import_notes
 from grader.assignment.data import FINGERPRINT_FILE
-from grader.evidence.evaluate import ModelEvaluation, evaluate_training_model, predict_timeout
+from grader.evidence.evaluate import ModelEvaluation, evaluate_training_model, predict_timeout, test_images
+from grader.evidence.predictor import Predictor, close_predictor
+from grader.evidence.predictor import summary as predictor_summary
+from grader.evidence.predictor import start_predictor as start_predictor_process
 from grader.evidence.reader import Evidence
 from grader.engine.execute import ExecutionResult, execute_notebook, write_harness_config
 from grader.evidence.known_data import GraderData
@@ -100,6 +104,7 @@ class StudentRun:
     test_hashes: np.ndarray | None = None  # found by a step when the session has none (the self-check)
     step_seconds: dict[str, float] = field(default_factory=dict)  # where the time went, per step
     integrity: dict[str, Any] | None = None  # grader.judge.integrity's findings (trusted side)
+    predictor: Predictor | None = None  # this student's trusted-evaluation process, once started
 
 
 class StopGrading(Exception):
@@ -169,14 +174,29 @@ async def collect_evidence(run: StudentRun, session: Session) -> None:
                                           error=failed.get("error") or t("run.nothing_recorded", session.lang)))
 
 
+async def start_predictor(run: StudentRun, session: Session) -> None:
+    """Start this student's predictor now, so that it imports Keras and reads the test images while
+    the notebook runs (grader.evidence.predictor); it waits for the model (after `execute`)."""
+    if session.x_test is None or run.predictor is not None:
+        return  # no trusted evaluation in this session (the self-check)
+    data = session.grader_data
+    run.predictor = await start_predictor_process(
+        test_images(session.x_test, data.x_private if data else None), launcher=session.launcher,
+        work_root=session.work_root, data_dir=session.data_dir, threads=session.threads,
+        memory_mb=session.spec.limits.memory_mb)
+
+
 async def evaluate_model(run: StudentRun, session: Session) -> None:
-    """The saved model on both test parts in one sandboxed process, within a time relative to the
+    """The saved model on both test parts in this student's predictor, within a time relative to the
     reference model's own prediction (a pathological model is stopped, not waited for)."""
     data, limits = session.grader_data, session.spec.limits
     reference_seconds = session.reference.evaluation.predict_seconds if session.reference else None
+    if run.predictor is None:  # a list of steps without start_predictor: start it now (cold)
+        await start_predictor(run, session)
+    assert run.predictor is not None and session.y_test is not None
     run.evaluation = await evaluate_training_model(
-        run.evidence, x_test=session.x_test, y_test=session.y_test, launcher=session.launcher, job=run.job,
-        x_private=data.x_private if data else None, y_private=data.y_private if data else None,
+        run.evidence, y_test=session.y_test, predictor=run.predictor,
+        y_private=data.y_private if data else None,
         timeout_s=predict_timeout(reference_seconds, min_s=limits.predict_timeout_min_s,
                                   factor=limits.predict_timeout_factor, max_s=limits.predict_timeout_max_s))
 
@@ -212,8 +232,8 @@ def memory_kills(launcher: Launcher, job: KernelJob) -> int:
 
 
 Step = Callable[[StudentRun, Session], Awaitable[None]]
-STEPS: tuple[Step, ...] = (read_submission, prepare_job, execute, collect_evidence, evaluate_model, cross_check,
-                           judge_checks)
+STEPS: tuple[Step, ...] = (read_submission, prepare_job, start_predictor, execute, collect_evidence, evaluate_model,
+                           cross_check, judge_checks)
 
 
 def execution_status(execution: ExecutionResult | None, lang: str) -> tuple[str, str]:
@@ -259,21 +279,27 @@ async def run_steps(run: StudentRun, session: Session, steps: Sequence[Step]) ->
         run.message = t("run.grader_error", session.lang, error=f"{type(exc).__name__}: {exc}")[:500]
         (run.out_dir / "grader_error.txt").write_text(traceback.format_exc(), encoding="utf-8")
     finally:
-        if run.job is not None:
+        if run.job is not None or run.predictor is not None:
             started = time.monotonic()
             release_job(run, session)
             run.step_seconds["release_job"] = round(time.monotonic() - started, 2)
 
 
 def release_job(run: StudentRun, session: Session) -> None:
-    keep_kernel_log(run)
-    session.launcher.teardown_job(run.job)
-    shutil.rmtree(run.job.work_dir, ignore_errors=True)
+    """The predictor (however far it got) and the student's job: nothing of either keeps running."""
+    try:
+        if run.predictor is not None:
+            close_predictor(run.predictor, keep_log=run.out_dir / "predict.log")
+    finally:
+        if run.job is not None:
+            keep_kernel_log(run)
+            session.launcher.teardown_job(run.job)
+            shutil.rmtree(run.job.work_dir, ignore_errors=True)
 
 
 def keep_kernel_log(run: StudentRun, max_bytes: int = 200_000) -> None:
-    """The tails of the kernel's and the predictor's stderr (crashes, TensorFlow aborts) for the TA."""
-    for name in ("kernel.log", "predict.log"):
+    """The tail of the kernel's stderr (crashes, TensorFlow aborts) for the TA (the predictor's: close_predictor)."""
+    for name in ("kernel.log",):
         log = run.job.work_dir / name
         if log.is_file() and not log.is_symlink():
             with open(log, "rb") as handle:
@@ -296,6 +322,7 @@ def build_result(run: StudentRun, session: Session) -> StudentResult:
         checks=checks,
         execution={**(run.execution.to_dict() if run.execution else {}), "budget": session.budget.name,
                    "sandbox": session.launcher.name, "steps": dict(run.step_seconds),
+                   "predictor": predictor_summary(run.predictor) if run.predictor else None,
                    "limits": dict(getattr(session.launcher, "limits_in_force", {}))},
         budget={**session.budget.caps(), "summary": session.budget.summary(lang),
                 "cell_timeout_s": session.budget.cell_timeout_s,

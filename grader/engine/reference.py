@@ -24,11 +24,11 @@ from grader.kernel import harness_source
 from grader.results import GRADED
 from grader.engine.pipeline import (
     ReferenceRun, Session, StudentRun, Submission,
-    collect_evidence, evaluate_model, execute, prepare_job, read_submission, run_steps,
+    collect_evidence, evaluate_model, execute, prepare_job, read_submission, run_steps, start_predictor,
 )
 
 log = logging.getLogger("grader.reference")
-REFERENCE_STEPS = (read_submission, prepare_job, execute, collect_evidence, evaluate_model)
+REFERENCE_STEPS = (read_submission, prepare_job, start_predictor, execute, collect_evidence, evaluate_model)
 
 
 def library_versions() -> dict[str, str]:

@@ -2,8 +2,9 @@
 computed in a separate process, accuracy computed here. Nothing the notebook printed or
 returned is used.
 
-One fresh (sandboxed) process predicts both parts of the test set at once: the public part, which
-the notebook had as `x_test`, and the private part, which no sandbox ever sees. The score is the
+One fresh (sandboxed) process, started while the notebook runs (grader.evidence.predictor), predicts
+both parts of the test set at once: the public part, which the notebook had as `x_test`, and the
+private part, which no student's sandbox ever sees. The score is the
 accuracy on the private part. The two accuracies are compared by a one-sided two-proportion
 z-test (pooled standard error): a model that never saw either part scores them alike, one trained
 on the public part scores it higher (see `gap_statistic`; the bound is the spec's
@@ -13,28 +14,18 @@ on the public part scores it higher (see `gap_statistic`; the bound is the spec'
 
 from __future__ import annotations
 
-import asyncio
-import json
 import math
-import shutil
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from grader.evidence.reader import Evidence
-from grader.i18n import LANGS, t
-from grader.isolation.launch import KERNEL_DIR, KernelJob, Launcher
+from grader.evidence.predictor import PredictionTimeout, Predictor, hand_over
 
 PREDICT_TIMEOUT_S = 300  # when there is no reference time to scale from (the reference run itself)
-MAX_PREDICTIONS_BYTES = 50_000_000
-MAX_FACTS_BYTES = 100_000
 NUM_CLASSES = 10
-FACT_TYPES = {"params_count": int, "layers": list, "bias_layers": int, "zero_bias_layers": int,
-              "optimizer_iterations": int}
 
 
 @dataclass
@@ -51,7 +42,7 @@ class ModelEvaluation:
     n_public: int = 0
     n_private: int = 0
     gap_z: float | None = None  # (public − private accuracy) / pooled standard error
-    predict_seconds: float | None = None  # wall time of the prediction process (import, load, predict)
+    predict_seconds: float | None = None  # from handing the model to the predictor to its predictions (load, predict)
     predict_timeout_s: float | None = None  # the limit it ran under
     predict_timed_out: bool = False  # stopped at that limit (a pathological model), reported as predict_failed
     model: dict[str, Any] = field(default_factory=dict)  # what the saved file says (model_facts)
@@ -108,10 +99,11 @@ def score_predictions(probabilities: np.ndarray, labels: np.ndarray) -> tuple[fl
 
 
 async def evaluate_training_model(
-    evidence: Evidence, *, x_test: np.ndarray, y_test: np.ndarray, launcher: Launcher, job: KernelJob,
-    x_private: np.ndarray | None = None, y_private: np.ndarray | None = None,
+    evidence: Evidence, *, y_test: np.ndarray, predictor: Predictor, y_private: np.ndarray | None = None,
     timeout_s: float = PREDICT_TIMEOUT_S,
 ) -> ModelEvaluation:
+    """The training fit's saved model, handed to this student's predictor (started with the public
+    test images, then the private ones: `test_images`); scored here with labels it never sees."""
     fit = evidence.training_fit()
     if fit is None:
         return ModelEvaluation(fit=None, problem="no_fit")
@@ -120,12 +112,10 @@ async def evaluate_training_model(
         return ModelEvaluation(fit=fit["fit"], problem="no_model")
     scale = input_scale_for(evidence, fit)
     result = ModelEvaluation(fit=fit["fit"], input_scale=scale, predict_timeout_s=timeout_s)
-    split = x_private is not None and y_private is not None and len(y_private) > 0
-    images = np.concatenate([x_test, x_private]) if split else x_test
+    split = y_private is not None and len(y_private) > 0
     started = time.monotonic()
     try:
-        probabilities = await predict_in_subprocess(model, images, scale, launcher=launcher, job=job,
-                                                    timeout_s=timeout_s, facts=result.model)
+        probabilities = await hand_over(predictor, model, scale, timeout_s=timeout_s, facts=result.model)
         if split:
             score_parts(result, probabilities, y_test, y_private)
         else:
@@ -137,6 +127,11 @@ async def evaluate_training_model(
         result.problem = f"predict_failed: {exc}"[:500]
     result.predict_seconds = round(time.monotonic() - started, 2)
     return result
+
+
+def test_images(x_test: np.ndarray, x_private: np.ndarray | None) -> np.ndarray:
+    """What the predictor gets: the public part, then the private part (never any labels)."""
+    return np.concatenate([x_test, x_private]) if x_private is not None and len(x_private) else x_test
 
 
 def score_parts(result: ModelEvaluation, probabilities: np.ndarray, y_public: np.ndarray,
@@ -152,76 +147,3 @@ def score_parts(result: ModelEvaluation, probabilities: np.ndarray, y_public: np
     correct_public = int((public.argmax(axis=1) == y_public).sum()) if len(y_public) else 0
     correct_private = int((private.argmax(axis=1) == y_private).sum())
     result.gap_z = gap_statistic(correct_public, len(y_public), correct_private, len(y_private))
-
-
-class PredictionTimeout(RuntimeError):
-    """The model's prediction ran past its limit and was stopped."""
-
-
-async def predict_in_subprocess(
-    model: Path, x_test: np.ndarray, scale: float, *, launcher: Launcher, job: KernelJob,
-    timeout_s: float = PREDICT_TIMEOUT_S, facts: dict[str, Any] | None = None,
-) -> np.ndarray:
-    """Predict in a fresh process started through the launcher (the sandbox, when there is one).
-
-    The process gets the model and the test images only, never the labels; the grader reads
-    back a plain float array and checks its shape before trusting any of it. `facts`, when given,
-    is filled with what the process read from the saved file (kept even when prediction fails).
-    """
-    folder = job.predict_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.iterdir():
-        old.unlink()
-    shutil.copyfile(model, folder / "model.keras", follow_symlinks=False)
-    np.save(folder / "images.npy", x_test, allow_pickle=False)
-    out, facts_file = folder / "out.npy", folder / "facts.json"
-    argv = [sys.executable, str(KERNEL_DIR / "predict.py"), str(folder / "model.keras"),
-            str(folder / "images.npy"), repr(scale), str(out), str(facts_file)]
-    process = await asyncio.create_subprocess_exec(
-        *launcher.command(argv, job), env=launcher.environment(job), cwd=str(folder),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, pass_fds=(),
-    )
-    try:
-        _, stderr = await asyncio.wait_for(process.communicate(), timeout=timeout_s)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        launcher.kill_processes(job)  # whatever it started dies with it
-        if facts is not None:
-            facts.update(read_facts(facts_file))
-        # Both languages: the problem is kept evidence, and the language is not part of the inputs.
-        raise PredictionTimeout(" / ".join(t("predict.timed_out", lang, seconds=f"{timeout_s:.0f}")
-                                           for lang in LANGS)) from None
-    (job.work_dir / "predict.log").write_bytes(stderr[-200_000:])
-    if facts is not None:
-        facts.update(read_facts(facts_file))
-    if process.returncode in (137, -9):  # SIGKILL: the job's memory cgroup (or a kill from outside)
-        raise RuntimeError("the prediction was stopped (SIGKILL, exit 137): the model needs more memory than the "
-                           "sandbox allows")
-    if process.returncode != 0:
-        lines = stderr.decode("utf-8", "replace").strip().splitlines()
-        meaningful = [line for line in lines if "Error" in line or "error" in line] or lines[-1:] or [""]
-        raise RuntimeError(f"model could not be loaded or run (exit {process.returncode}): {meaningful[-1][:300]}")
-    if not out.is_file() or out.is_symlink() or out.stat().st_size > MAX_PREDICTIONS_BYTES:
-        raise RuntimeError("no usable predictions were written")
-    probabilities = np.load(out, allow_pickle=False)
-    if probabilities.dtype.kind != "f" or probabilities.shape[0] != len(x_test):
-        raise ValueError(f"predictions have dtype {probabilities.dtype} and shape {probabilities.shape}")
-    return probabilities
-
-
-def read_facts(path: Path) -> dict[str, Any]:
-    """The predictor's model facts, as data: known keys of the expected types only."""
-    if not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_FACTS_BYTES:
-        return {}
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(raw, dict):
-        return {}
-    facts = {key: raw[key] for key, kind in FACT_TYPES.items()
-             if isinstance(raw.get(key), kind) and not isinstance(raw.get(key), bool)}
-    if "layers" in facts:
-        facts["layers"] = [str(name)[:60] for name in facts["layers"][:64]]
-    return facts

@@ -156,7 +156,7 @@ def self_check_steps(load_test_hashes: Callable[[StudentRun], np.ndarray | None]
 
     steps: list[pipeline.Step] = []
     for step in pipeline.STEPS:
-        if step in (pipeline.evaluate_model, pipeline.cross_check):  # need the grader's own data
+        if step in (pipeline.start_predictor, pipeline.evaluate_model, pipeline.cross_check):  # the grader's own data
             continue
         if step is pipeline.judge_checks:
             steps.append(find_test_set)

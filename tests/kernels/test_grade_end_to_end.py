@@ -138,3 +138,43 @@ def test_student_accuracy_is_recomputed_by_the_grader(graded_batch):
     check = next(c for c in correct.checks if c.id == "model.test_accuracy")
     assert check.actual == pytest.approx(correct.evaluation["accuracy"], abs=1e-4)
     assert summary.reference_accuracy is not None
+
+
+def predictor_processes() -> list[str]:
+    """Command lines of live processes running this checkout's predictor (grader/kernel/predict.py)."""
+    from pathlib import Path
+
+    from grader.isolation.launch import KERNEL_DIR
+
+    script = str(KERNEL_DIR / "predict.py").encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes() if proc.name.isdigit() else b""
+        except OSError:
+            continue
+        if script in cmdline:
+            found.append(cmdline.replace(b"\0", b" ").decode("utf-8", "replace"))
+    return found
+
+
+def test_no_predictor_outlives_the_batch_whatever_the_notebook_did(graded_batch):
+    results, _ = graded_batch
+    # Each of these had a predictor started beside its kernel: evaluated (error midway), never handed
+    # a model (a cell timed out before training; the kernel exited), and the normal case.
+    for student in ("correct", "error_midway", "infinite_loop", "kernel_exit"):
+        assert "start_predictor" in results[student].execution["steps"], student
+        assert results[student].execution["predictor"] is not None, student
+    assert results["error_midway"].evaluation["accuracy"] is not None
+    assert results["infinite_loop"].evaluation["problem"] == "no_fit"
+    assert predictor_processes() == []
+
+
+def test_every_predictor_evaluated_exactly_one_model_and_was_started_before_the_notebook_ended(graded_batch):
+    results, _ = graded_batch
+    evaluated = [r for r in results.values() if r.evaluation and r.evaluation.get("accuracy") is not None]
+    assert len(evaluated) >= 5
+    for result in evaluated:
+        predictor = result.execution["predictor"]
+        assert predictor["models_loaded"] == 1, result.student
+        assert predictor["started_before_s"] > 0, result.student  # started with the notebook, handed the model after
