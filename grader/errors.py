@@ -41,3 +41,10 @@ class ExecutionSetupError(GraderError):
     """A kernel could not be started at all (not a student's fault)."""
 
     exit_code = 5
+
+
+class ClusterError(GraderError):
+    """Grading on several machines cannot go on: no scheduler, no worker that matches, the scheduler gone.
+    Results already received are kept in the gradebook; the next run resumes."""
+
+    exit_code = 6
