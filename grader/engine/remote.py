@@ -108,8 +108,7 @@ def worker_identity(assignment: str, project_root: Path | None = None, keras_hom
     assignment's spec and reference, the data (private part included), and a working sandbox."""
     default_root, default_home = worker_paths()
     root, home = project_root or default_root, keras_home or default_home
-    identity: dict[str, Any] = {"grader_source": source_hash(), **{f"library {k}": v for k, v in
-                                                                    library_versions().items()}}
+    identity: dict[str, Any] = {"grader_source": source_hash(), **library_identity()}
     try:
         spec = load_spec(root, assignment)
         identity["assignment"] = hashlib.sha256(spec.source_bytes + spec.reference.read_bytes()).hexdigest()[:16]
@@ -122,6 +121,13 @@ def worker_identity(assignment: str, project_root: Path | None = None, keras_hom
     if probe_sandbox:
         identity["sandbox"] = sandbox_name(root, assignment)
     return identity
+
+
+def library_identity() -> dict[str, str]:
+    """The libraries by what they are: `tensorflow-cpu` here and `tensorflow` (CUDA) on a GPU worker are
+    one TensorFlow when their versions agree."""
+    return {f"library {'tensorflow' if name == 'tensorflow-cpu' else name}": version
+            for name, version in library_versions().items()}
 
 
 def sandbox_name(root: Path, assignment: str) -> str:
