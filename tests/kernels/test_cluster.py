@@ -163,3 +163,74 @@ def test_a_worker_with_other_grader_code_is_refused_with_what_differs(test_proje
     assert refused.value.exit_code == 6
     with Gradebook.open(tmp_path / "out") as book:
         assert book.results("kadai8") == {}  # nothing graded, nothing recorded
+
+
+
+def test_a_scheduler_gone_mid_run_stops_with_a_clear_error_and_keeps_the_gradebook(test_project, tiny_keras_home,
+                                                                                 reference_cache, tmp_path):
+    killed: list[str] = []
+    with LocalCluster(tmp_path, project=test_project, keras_home=tiny_keras_home).scheduler() as cluster:
+        cluster.worker("w1")
+        killer = threading.Thread(target=kill_scheduler_when_a_kernel_runs, args=(cluster, killed))
+        killer.start()
+        with pytest.raises(ClusterError) as lost:
+            grade_through(cluster, ["correct"], tmp_path, test_project, tiny_keras_home, reference_cache)
+        killer.join()
+    assert killed == ["scheduler"] and lost.value.exit_code == 6
+    assert "correct" in str(lost.value)  # names the student in flight; the message says how to resume
+    with Gradebook.open(tmp_path / "out") as book:
+        assert book.runs()[-1].status == "interrupted" and book.results("kadai8") == {}
+
+
+def kill_scheduler_when_a_kernel_runs(cluster: LocalCluster, killed: list[str]) -> None:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if runs_a_kernel(cluster.processes["w1"].pid):
+            cluster.processes["scheduler"].send_signal(signal.SIGKILL)
+            killed.append("scheduler")
+            return
+        time.sleep(0.5)
+
+
+def slurm_is_up() -> bool:
+    """A Slurm with an idle node here (benchmarks/slurm_one_node.sh brings one up from Debian's packages)."""
+    if not shutil.which("slurmctld") or not shutil.which("sinfo"):
+        return False
+    states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30).stdout
+    return "idle" in states or "mixed" in states
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not slurm_is_up(), reason="no Slurm with an idle node here (run benchmarks/slurm_one_node.sh "
+                                              "as root first)")
+def test_a_class_graded_through_slurm_equals_local_grading(graded_batch, test_project, tiny_keras_home,
+                                                           reference_cache, tmp_path):
+    local, _ = graded_batch
+    names = ["correct", "integer_labels"]
+    config = tmp_path / "cluster.toml"
+    config.write_text(f"""
+[slurm]
+jobs = 2
+wait_s = 300
+
+[slurm.cluster]
+cores = 1
+processes = 1
+memory = "3GiB"
+walltime = "00:30:00"
+queue = "debug"
+python = "{PYTHON}"
+log_directory = "{tmp_path / 'slurm-logs'}"
+job_script_prologue = ["export PYTHONPATH={ROOT}", "export GRADER_PROJECT_ROOT={test_project}",
+                       "export GRADER_KERAS_HOME={tiny_keras_home}"]
+""", encoding="utf-8")
+    submissions = tmp_path / "submissions"
+    submissions.mkdir()
+    for name in names:
+        shutil.copy(FIXTURES / f"{name}.ipynb", submissions / f"{name}.ipynb")
+    summary = grade.main(assignment="kadai8", submissions=submissions, out=tmp_path / "out", budget="quick",
+                         threads=1, lang="ja", project_root=test_project, keras_home=tiny_keras_home,
+                         cache_root=reference_cache, cluster="slurm", cluster_config=config)
+    remote = {r.student: r for r in summary.results}
+    assert {s: comparable(remote[s]) for s in names} == {s: comparable(local[s]) for s in names}
+    assert stored_rows(tmp_path / "out") == {s: 1 for s in names}
