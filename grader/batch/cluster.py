@@ -38,6 +38,7 @@ log = logging.getLogger("grader.cluster")
 CONNECT_TIMEOUT_S = 30
 WORKERS_TIMEOUT_S = 120  # for a first worker to join; and for one to come back when every accepted one is gone
 CLOSE_TIMEOUT_S = 10
+DASK_CONNECTED = "running"  # distributed.Client.status while connected
 POLL_S = 3.0  # how often a waiting task looks for workers that joined or left
 
 
@@ -201,7 +202,7 @@ class DaskExecutor:
         try:
             bundle = await self.run_task(task)
         except FutureCancelledError as exc:
-            if self.client.status == "running" and "connection-lost" not in str(exc):
+            if self.connected() and "connection-lost" not in str(exc):
                 raise
             lost.append(ClusterError(t("cluster_lost", session.lang, student=submission.student)))
             return None
@@ -242,6 +243,10 @@ class DaskExecutor:
                                          refused=" | ".join(self.refused.values()) or "—"))
             if not waiter.cancelled():
                 return waiter.result()
+
+    def connected(self) -> bool:
+        """The Dask client is still connected to its scheduler (Dask's own state word, not a grading status)."""
+        return str(self.client.status) == DASK_CONNECTED
 
     async def close(self) -> None:
         """Disconnect (and stop a Slurm cluster this run started); never hangs on a scheduler that is gone."""

@@ -20,14 +20,17 @@ from pathlib import Path
 
 import pytest
 
+from grader.assignment.spec import load_spec
 from grader.commands import grade
 from grader.errors import ClusterError
 from grader.gradebook.store import Gradebook
+from grader.judge.threshold import ACCURACY_KIND
 
 from conftest import FIXTURES, ROOT, free_port
 
 pytestmark = pytest.mark.slow
 PYTHON = sys.executable
+ACCURACY_CHECKS = {c.id for c in load_spec(ROOT, "kadai8").checks if c.kind == ACCURACY_KIND}
 
 
 class LocalCluster:
@@ -75,12 +78,28 @@ def grade_through(cluster: LocalCluster, names: list[str], folder: Path, project
                       cluster=cluster.address)
 
 
-def comparable(result) -> dict:
-    """What must not depend on where a notebook ran (timings, paths and the worker's name aside)."""
+def comparable(result, *, without_evaluation: bool = False) -> dict:
+    """What must not depend on where a notebook ran (timings, paths and the worker's name aside).
+    `without_evaluation`: also without the trusted evaluation and the accuracy check, for a student
+    whose model's prediction hit its time limit on one side (seen at load average 10 on 2 cores:
+    prediction of the tiny model took 30–60 s against a 60 s limit); everything else must still agree."""
     evaluation = {k: v for k, v in (result.evaluation or {}).items() if k != "predict_seconds"}
-    return {"status": result.status, "message": result.message, "score": result.score, "evaluation": evaluation,
-            "checks": {c.id: (c.status, c.points, c.expected, c.actual, c.message) for c in result.checks},
-            "notes": result.notes}
+    checks = {c.id: (c.status, c.points, c.expected, c.actual, c.message) for c in result.checks
+              if not (without_evaluation and c.id in ACCURACY_CHECKS)}
+    return {"status": result.status, "message": result.message, "checks": checks, "notes": result.notes,
+            **({} if without_evaluation else {"score": result.score, "evaluation": evaluation})}
+
+
+def same_results(local: dict, remote: dict, names: list[str]) -> None:
+    """Identical results; a prediction stopped by its time limit (load) on either side leaves out only
+    what depends on it, and at least one student must be compared in full."""
+    def hit(result) -> bool:
+        return bool((result.evaluation or {}).get("predict_timed_out"))
+
+    loaded = {s for s in names if hit(local[s]) or hit(remote[s])}
+    assert len(loaded) < len(names), "every prediction hit its time limit: the machine is too loaded to compare"
+    assert ({s: comparable(remote[s], without_evaluation=s in loaded) for s in names}
+            == {s: comparable(local[s], without_evaluation=s in loaded) for s in names})
 
 
 def stored_rows(out: Path) -> dict[str, int]:
@@ -97,7 +116,7 @@ def test_a_class_graded_on_two_workers_equals_local_grading(graded_batch, test_p
         cluster.worker("w2")
         summary = grade_through(cluster, names, tmp_path, test_project, tiny_keras_home, reference_cache)
     remote = {r.student: r for r in summary.results}
-    assert {s: comparable(remote[s]) for s in names} == {s: comparable(local[s]) for s in names}
+    same_results(local, remote, names)
     assert {remote[s].execution["sandbox"] for s in names} == {local["correct"].execution["sandbox"]}
     assert all((tmp_path / "out" / s / "executed.ipynb").is_file() for s in names)
     assert (tmp_path / "out" / "correct" / "evidence").is_dir()
@@ -141,7 +160,7 @@ def test_a_worker_killed_mid_notebook_loses_nothing(graded_batch, test_project, 
         killer.join()
     assert len(killed) == 1
     remote = {r.student: r for r in summary.results}
-    assert {s: comparable(remote[s]) for s in names} == {s: comparable(local[s]) for s in names}
+    same_results(local, remote, names)
     assert stored_rows(tmp_path / "out") == {s: 1 for s in names}
     killed_pid = str(cluster.processes[killed[0]].pid)
     assert all(not r.execution["worker"].endswith(f":{killed_pid}") for r in summary.results)  # rerun elsewhere
@@ -232,5 +251,5 @@ job_script_prologue = ["export PYTHONPATH={ROOT}", "export GRADER_PROJECT_ROOT={
                          threads=1, lang="ja", project_root=test_project, keras_home=tiny_keras_home,
                          cache_root=reference_cache, cluster="slurm", cluster_config=config)
     remote = {r.student: r for r in summary.results}
-    assert {s: comparable(remote[s]) for s in names} == {s: comparable(local[s]) for s in names}
+    same_results(local, remote, names)
     assert stored_rows(tmp_path / "out") == {s: 1 for s in names}
