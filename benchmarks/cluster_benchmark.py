@@ -13,7 +13,8 @@ in this process on a fresh output folder and reports:
     cross-checking, judging, gradebook, reports; the workers and their kernels are other
     processes), in all and per student, split into setup (until the first result: data, the
     cached reference, connecting, checking workers) and the steady part (first → last result,
-    per further student). Target: ≤ 0.3 s per student.
+    per further student), and of that the per-student report rendering (report.html and its
+    figures, grader.gradebook.publish.write_student). Target: ≤ 0.3 s per student.
 
 The reference run is done (and cached) once before any timing, as in class_benchmark.py.
 """
@@ -68,9 +69,29 @@ def stop(processes: list[subprocess.Popen]) -> None:
         process.wait()
 
 
+RENDERING = {"cpu": 0.0}  # CPU of the per-student report (report.html, figures) inside the steady part
+
+
+def count_rendering() -> None:
+    """Account the per-student report rendering separately (grader.batch.grade.write_student)."""
+    import grader.batch.grade as batch
+
+    render = batch.write_student
+
+    def timed(*args, **kwargs):
+        started = time.process_time()
+        try:
+            return render(*args, **kwargs)
+        finally:
+            RENDERING["cpu"] += time.process_time() - started
+
+    batch.write_student = timed  # type: ignore[assignment]
+
+
 def one_run(submissions: Path, out: Path, cache: Path, budget: str, workers: int, logs: Path) -> dict:
     address, processes = start_cluster(workers, logs)
     cpu_at_result: list[float] = []
+    RENDERING["cpu"] = 0.0
     try:
         cpu0, wall0 = time.process_time(), time.monotonic()
         summary = grade.main(assignment=ASSIGNMENT, submissions=submissions, out=out, budget=budget, threads=1,
@@ -82,7 +103,8 @@ def one_run(submissions: Path, out: Path, cache: Path, budget: str, workers: int
     n = len(summary.executed)
     steady = (cpu_at_result[-1] - cpu_at_result[0]) / (n - 1) if n > 1 else float("nan")
     return {"workers": workers, "students": n, "wall": wall, "cpu": cpu, "setup": cpu_at_result[0] - cpu0,
-            "steady": steady, "statuses": sorted({r.status for r in summary.results})}
+            "steady": steady, "rendering": RENDERING["cpu"] / max(1, n),
+            "statuses": sorted({r.status for r in summary.results})}
 
 
 def main() -> None:
@@ -91,14 +113,17 @@ def main() -> None:
     parser.add_argument("--budget", default="quick")
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--keep", type=Path, default=None, help="keep the output folders here")
+    parser.add_argument("--no-warm", action="store_true", help="the reference cache in --keep is already there")
     args = parser.parse_args()
+    count_rendering()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="cluster-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     cache = folder / "reference-cache"
     print("reference run (cached, not timed; one student graded locally with it) …", flush=True)
     first = sorted(args.submissions.glob("*.ipynb"))[0].stem
-    grade.main(assignment=ASSIGNMENT, submissions=args.submissions, out=folder / "warm", budget=args.budget,
-               project_root=ROOT, keras_home=DATA_HOME, cache_root=cache, students=(first,))
+    if not args.no_warm:
+        grade.main(assignment=ASSIGNMENT, submissions=args.submissions, out=folder / "warm", budget=args.budget,
+                   project_root=ROOT, keras_home=DATA_HOME, cache_root=cache, students=(first,))
     rows = []
     for workers in (int(w) for w in args.workers.split(",")):
         out = folder / f"out-{workers}"
@@ -108,7 +133,8 @@ def main() -> None:
         print(f"{workers} worker(s): {row['students']} students in {row['wall']:.1f} s "
               f"({60 * row['students'] / row['wall']:.2f} students/min); coordinator CPU {row['cpu']:.2f} s "
               f"= {row['cpu'] / row['students']:.3f} s/student (setup {row['setup']:.2f} s, then "
-              f"{row['steady']:.3f} s per further student); statuses {row['statuses']}", flush=True)
+              f"{row['steady']:.3f} s per further student, of which report rendering "
+              f"{row['rendering']:.3f} s/student); statuses {row['statuses']}", flush=True)
     if len(rows) == 2:
         print(f"throughput {rows[1]['workers']} vs {rows[0]['workers']} worker(s): "
               f"{rows[0]['wall'] / rows[1]['wall']:.2f}×")
