@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Check a full-budget grading run on a GPU machine, in one go:
-#   bash benchmarks/gpu_full_budget.sh [SUBMISSIONS] [OUT]
+#   bash benchmarks/gpu_full_budget.sh [--cluster tcp://SCHEDULER:8786] [SUBMISSIONS] [OUT]
 #
 # 1. a venv (.venv-gpu) with the pinned packages, tensorflow-cpu swapped for tensorflow[and-cuda]
 #    of the same version (CUDA and cuDNN come as pip wheels; only the NVIDIA driver is needed);
@@ -9,9 +9,16 @@
 #    which CUDA needs, when a GPU is present);
 # 3. fetches Fashion-MNIST, grades SUBMISSIONS (default: the sample class) with no --budget,
 #    and prints the wall time, the time per notebook from the gradebook, and the statuses.
+# With --cluster ADDRESS (a running `dask scheduler`), this GPU machine becomes a Dask worker of that
+# scheduler (started here from .venv-gpu) and the class is graded through it with --budget full: the
+# cluster path of README "Grading on several machines". The coordinator is this machine too, so the
+# reference's full-budget run also uses the GPU; other GPU machines can join with
+# `.venv-gpu/bin/dask worker ADDRESS --nthreads 1` (same commit, same data: they are checked).
 # Not run in this project's CI: the development machine has no GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+CLUSTER=
+if [ "${1:-}" = "--cluster" ]; then CLUSTER=$2; shift 2; fi
 SUBMISSIONS=${1:-submissions}
 OUT=${2:-build/gpu-full}
 VENV=.venv-gpu
@@ -49,7 +56,15 @@ echo "== data"
 echo "== grading $SUBMISSIONS → $OUT (no --budget: full on a GPU)"
 rm -rf "$OUT"
 START=$(date +%s)
-"$VENV/bin/grader" grade --assignment kadai8 --submissions "$SUBMISSIONS" --out "$OUT"
+if [ -n "$CLUSTER" ]; then
+  "$VENV/bin/dask" worker "$CLUSTER" --nthreads 1 --no-dashboard --name "gpu-$(hostname -s)" &
+  WORKER=$!
+  trap 'kill $WORKER 2>/dev/null || true' EXIT
+  "$VENV/bin/grader" grade --assignment kadai8 --submissions "$SUBMISSIONS" --out "$OUT" \
+    --budget full --cluster "$CLUSTER"
+else
+  "$VENV/bin/grader" grade --assignment kadai8 --submissions "$SUBMISSIONS" --out "$OUT"
+fi
 END=$(date +%s)
 echo "wall time: $((END - START)) s (including the reference run)"
 

@@ -82,9 +82,14 @@ def data(keras_home: Path, no_keras_download: bool) -> None:
 @click.option("--project", type=click.Path(path_type=Path, file_okay=False), default=PROJECT_ROOT,
               help="Folder holding assignments/ and reference/ (default: this checkout).")
 @click.option("--no-sandbox", is_flag=True, help="Run kernels without isolation (only for notebooks you trust).")
+@click.option("--cluster", metavar="ADDRESS|slurm", default=None,
+              help="Run notebooks on Dask workers: a scheduler's address (tcp://host:8786), or `slurm` "
+                   "(workers as Slurm jobs, settings from --cluster-config). Default: this machine.")
+@click.option("--cluster-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="TOML with a [slurm] table for --cluster slurm (see cluster.example.toml).")
 def grade(assignment: str, submissions: Path, out: Path, budget: str | None, jobs: int | None, threads: int | None,
           force: bool, students: tuple[str, ...], lang: str, keras_home: Path, cache: Path, calibration: Path,
-          project: Path, no_sandbox: bool) -> None:
+          project: Path, no_sandbox: bool, cluster: str | None, cluster_config: Path | None) -> None:
     """Grade every notebook in SUBMISSIONS into OUT (resumable, incremental, parallel)."""
     from grader.commands import grade as command
     from grader.batch.progress import make_progress
@@ -92,7 +97,8 @@ def grade(assignment: str, submissions: Path, out: Path, budget: str | None, job
     summary = command.main(assignment=assignment, submissions=submissions, out=out, budget=budget, jobs=jobs,
                            lang=lang, project_root=project, keras_home=keras_home, cache_root=cache,
                            no_sandbox=no_sandbox, threads=threads, force=force, students=students,
-                           calibration_root=calibration, progress=make_progress())
+                           calibration_root=calibration, progress=make_progress(), cluster=cluster,
+                           cluster_config=cluster_config)
     reference = ("—" if summary.reference_accuracy is None else f"{summary.reference_accuracy:.3f}")
     threshold = (f"threshold {summary.threshold.value:.3f} from {summary.threshold.source}"
                  if summary.threshold else "no accuracy threshold")

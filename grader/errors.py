@@ -61,3 +61,10 @@ class NotGradedError(ConfigError):
 
 class LmsMappingError(ConfigError):
     """A student cannot be matched to the LMS (not from a Moodle pull, no participant id)."""
+
+
+class ClusterError(GraderError):
+    """Grading on several machines cannot go on: no scheduler, no worker that matches, the scheduler gone.
+    Results already received are kept in the gradebook; the next run resumes."""
+
+    exit_code = 6

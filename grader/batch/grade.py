@@ -30,14 +30,15 @@ from grader.assignment.data import dataset_dir, fingerprint, load_dataset
 from grader.assignment.spec import AssignmentSpec, load_spec
 from grader.assignment.student_ids import Refusal, normalise
 from grader.batch.plan import Planned, SubmissionScan, default_budget, plan_batch, scan_submissions  # noqa: F401 - re-exported
+from grader.batch.executors import Executor, open_executor
 from grader.batch.progress import BatchProgress, NoProgress
 from grader.engine.calibration import load_calibration
 from grader.engine.launcher import sandbox_for
-from grader.engine.pipeline import Session, Submission, grade_submission, public_messages, threshold_summary
+from grader.engine.pipeline import Session, Submission, public_messages, threshold_summary
 from grader.engine.reference import library_versions, with_reference
 from grader.engine.rejudge import can_rejudge, rejudge
 from grader.engine.session import make_session
-from grader.errors import ConfigError, NoSubmissionsError
+from grader.errors import ClusterError, ConfigError, NoSubmissionsError
 from grader.evidence.evaluate import ModelEvaluation
 from grader.evidence.predictor import WAITING_MB as PREDICTOR_WAITING_MB
 from grader.gradebook.final import Reviews
@@ -76,6 +77,8 @@ class GradeRequest:
     calibration_root: Path | None = None
     launcher: Launcher | None = None  # None: the strongest sandbox available
     no_sandbox: bool = False
+    cluster: str | None = None  # a Dask scheduler's address, or "slurm" (grader.batch.cluster); None: local
+    cluster_config: Path | None = None  # the [slurm] settings for --cluster slurm
 
 
 @dataclass
@@ -232,9 +235,24 @@ class ClassGrading:
             self.summary.reference_seconds = session.reference.seconds
             for planned in rerender:
                 await self.rerender(planned, session)
-            limit = asyncio.Semaphore(max(1, self.jobs))
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="report") as self.renderer:
-                await asyncio.gather(*(self.execute_one(p, session, limit) for p in to_run))
+            self.executor: Executor | None = await self.open_executor(session) if to_run else None
+            try:
+                limit = asyncio.Semaphore(max(1, (self.executor and self.executor.slots) or self.jobs))
+                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="report") as self.renderer:
+                    await asyncio.gather(*(self.execute_one(p, session, limit) for p in to_run))
+            finally:
+                if self.executor is not None:
+                    await self.executor.close()
+
+    async def open_executor(self, session: Session) -> Executor:
+        """Where notebooks run: here, or on checked Dask workers (--cluster: grader.batch.executors)."""
+        from grader.engine.remote import worker_identity  # (no Dask in it)
+
+        request = self.request
+        identity = worker_identity(self.spec.id, request.project_root, request.keras_home,
+                                   probe_sandbox=False) if request.cluster else {}
+        return await open_executor(cluster=request.cluster, cluster_config=request.cluster_config, session=session,
+                                   identity=identity, no_sandbox=request.no_sandbox, threads=request.threads)
 
     async def execute_one(self, planned: Planned, session: Session, limit: asyncio.Semaphore) -> None:
         submission = planned.submission
@@ -242,7 +260,10 @@ class ClassGrading:
             execution_id = self.book.start_execution(self.run_id, self.spec.id, submission.student, planned.fingerprint)
             began = time.monotonic()
             try:
-                result = await grade_submission(submission, session)
+                assert self.executor is not None  # opened before any student executes
+                result = await self.executor.grade(submission, session)
+            except ClusterError:
+                raise  # the scheduler is gone: a batch-level error; the results so far are kept
             except Exception as exc:  # noqa: BLE001 - a bug on one student is a row, not a lost batch
                 log.exception("grading %s failed", submission.student)
                 result = grader_error_result(submission, session, exc)

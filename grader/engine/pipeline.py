@@ -232,8 +232,12 @@ def memory_kills(launcher: Launcher, job: KernelJob) -> int:
 
 
 Step = Callable[[StudentRun, Session], Awaitable[None]]
-STEPS: tuple[Step, ...] = (read_submission, prepare_job, start_predictor, execute, collect_evidence, evaluate_model,
-                           cross_check, judge_checks)
+# Where the notebook runs (a local job slot, or a Dask worker: grader.engine.remote), then what the
+# grading machine decides from the evidence (always the coordinator).
+NOTEBOOK_STEPS: tuple[Step, ...] = (read_submission, prepare_job, start_predictor, execute, collect_evidence,
+                                    evaluate_model)
+JUDGING_STEPS: tuple[Step, ...] = (cross_check, judge_checks)
+STEPS: tuple[Step, ...] = NOTEBOOK_STEPS + JUDGING_STEPS
 
 
 def execution_status(execution: ExecutionResult | None, lang: str) -> tuple[str, str]:
