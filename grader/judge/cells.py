@@ -25,7 +25,8 @@ def _batch(evidence: Evidence) -> dict[str, Any] | None:
 
 def _datagen(evidence: Evidence) -> dict[str, Any] | None:
     flow = assignment_flow(evidence)
-    return evidence.datagen(flow.get("datagen")) if flow else evidence.first("datagen")
+    number = (flow or {}).get("datagen")
+    return evidence.datagen(number) if isinstance(number, int) else evidence.first("datagen")
 
 
 def _fit(evidence: Evidence) -> dict[str, Any] | None:

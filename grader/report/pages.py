@@ -153,7 +153,10 @@ def write_student_report(result: StudentResult, out_dir: Path, content: Content 
     return path
 
 
-def render_student_report(result: StudentResult, folder: Path, content: Content) -> str:
+def render_student_report(result: StudentResult, folder: Path, content: Content,
+                          selfcheck: dict[str, Any] | None = None) -> str:
+    """`selfcheck`: the page is a self-check's (grader.selfcheck.page): its findings, hidden-check count,
+    budget and time; no links to the class page or the TA's files."""
     evidence = Evidence.load(folder / "evidence") if (folder / "evidence").is_dir() else None
     notebook = read_executed(folder / "executed.ipynb")
     cells = cell_links(notebook)
@@ -171,6 +174,7 @@ def render_student_report(result: StudentResult, folder: Path, content: Content)
         has_notebook=(folder / "executed.ipynb").is_file(),
         auto_checks=[c for c in result.checks if c.status != MANUAL],
         rows=check_rows(result, evidence, cells, first_error_cell(result, rendered)),
+        selfcheck=selfcheck,
     )
 
 

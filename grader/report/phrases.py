@@ -57,7 +57,7 @@ def plain(value: Any, lang: str) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, (list, tuple)):
-        if value and all(isinstance(v, int) and not isinstance(v, bool) or v is None for v in value):
+        if value and all((isinstance(v, int) and not isinstance(v, bool)) or v is None for v in value):
             return shape(value)
         return listing([plain(v, lang) for v in value], lang) if value else t("phrase.none", lang)
     if isinstance(value, dict):
@@ -73,7 +73,8 @@ def accuracy(value: Any, lang: str) -> str:
 
 
 def _at_least(value: Any) -> tuple[str, str, str] | None:
-    """"≥ 30" → ("30", "", ""); "≥ 95%" → ("95", "%", ""); "≥ 0.700 (reference 0.850)" → ("0.700", "", "reference 0.850")."""
+    """"≥ 30" → ("30", "", ""); "≥ 95%" → ("95", "%", "");
+    "≥ 0.700 (reference 0.850)" → ("0.700", "", "reference 0.850")."""
     match = AT_LEAST.match(value) if isinstance(value, str) else None
     return (match.group(1), match.group(2), match.group(3) or "") if match else None
 

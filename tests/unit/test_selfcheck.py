@@ -42,7 +42,10 @@ HIDDEN = {c.id for c in SPEC.checks if not c.visible}
 VISIBLE = [c.id for c in SPEC.checks if c.visible]
 
 # What Google Colab has besides the standard library (and what the venv of the end-to-end test has).
-COLAB_IMPORTS = {"numpy", "nbformat", "nbclient", "jupyter_client", "grader"}
+COLAB_IMPORTS = {"numpy", "nbformat", "nbclient", "jupyter_client", "grader",
+                 # the HTML page (grader.report.pages): Colab has these too (tests/selfcheck-venv.txt)
+                 "jinja2", "markupsafe", "matplotlib", "markdown_it", "PIL"}
+OPTIONAL = {"ImportError", "ModuleNotFoundError"}  # `try: import x / except ImportError:` may be missing
 
 
 # ---------------------------------------------------------------- what ships
@@ -51,10 +54,14 @@ def test_the_bundle_holds_the_graders_own_modules_and_nothing_instructor_only():
     for needed in ("grader/engine/pipeline.py", "grader/engine/execute.py", "grader/isolation/launch.py",
                    "grader/evidence/reader.py", "grader/judge/verdicts.py", "grader/i18n/messages.toml",
                    "grader/assignment/spec.py", "grader/judge/checks/generator.py",
-                   "grader/judge/checks/training.py", "grader/kernel/grader_kernel.py", "grader/selfcheck/engine.py"):
+                   "grader/judge/checks/training.py", "grader/kernel/grader_kernel.py", "grader/selfcheck/engine.py",
+                   # the HTML page is the grader's own student report (grader.selfcheck.page)
+                   "grader/report/pages.py", "grader/report/figures.py", "grader/report/phrases.py",
+                   "grader/report/templates/report.html.j2", "grader/report/templates/_style.css.j2"):
         assert needed in files
-    for instructor_only in ("grader/engine/reference.py", "grader/report/pages.py", "grader/cli.py",
-                            "grader/selfcheck/bundle.py", "grader/batch/grade.py", "grader/kernel/predict.py"):
+    for instructor_only in ("grader/engine/reference.py", "grader/cli.py", "grader/gradebook/store.py",
+                            "grader/selfcheck/bundle.py", "grader/batch/grade.py", "grader/kernel/predict.py",
+                            "grader/report/templates/index.html.j2", "grader/review/app.py"):
         assert instructor_only not in files
     assert not any(name.endswith((".ipynb", "spec.toml")) for name in files)
 
@@ -69,6 +76,9 @@ def _module_level_imports(source: str) -> set[str]:
                 found.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 found.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Try) and any(isinstance(h.type, ast.Name) and h.type.id in OPTIONAL
+                                                   for h in node.handlers):
+                visit(node.orelse)  # an optional import: the module works without it
             elif isinstance(node, (ast.If, ast.Try)):
                 visit(node.body)
                 visit(getattr(node, "orelse", []))
