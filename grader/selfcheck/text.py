@@ -69,6 +69,7 @@ NO_BREAK_BEFORE = set("、。，．・：；？！）」』】〕］｝〉》ー
 NO_BREAK_AFTER = set("（「『【〔［｛〈《‘“([{")
 NAME = re.compile(r"[\w./\\-]+")  # word characters (Japanese too) with path and extension marks
 NAME_MARK = re.compile(r"\w[./\\_]\w")  # what makes such a run a file name: a.b, a/b, a_b
+SHAPE = re.compile(r"\((?:\d[\d,]*|\?)(?:, (?:\d[\d,]*|\?))*,?\)")  # (16, 28, 28, 1), (16,): never cut
 
 
 def columns(text: str) -> int:
@@ -97,8 +98,11 @@ def _tokens(text: str) -> list[str]:
     (`課題8_提出用.ipynb`); closing punctuation stays with the piece before it, opening brackets with the next."""
     pieces: list[str] = []
     at = 0
-    for name in NAME.finditer(text):
-        if not (any(_wide(ch) for ch in name.group()) and NAME_MARK.search(name.group())):
+    whole = sorted([*SHAPE.finditer(text), *(m for m in NAME.finditer(text)
+                                              if any(_wide(ch) for ch in m.group()) and NAME_MARK.search(m.group()))],
+                   key=lambda m: m.start())
+    for name in whole:
+        if name.start() < at:
             continue
         _add(pieces, text[at:name.start()])
         glued = _glues(pieces, name.group()[0])

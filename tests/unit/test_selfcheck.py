@@ -277,3 +277,20 @@ def test_output_never_fails_on_the_console_encoding(encoding, ok, ng):
     out("画素値が 0〜1 の範囲にありません ≥ 0.95 → ✓ – 課題8")
     stream.flush()
     assert "課題8" in raw.getvalue().decode(encoding, errors="replace") or encoding == "ascii"
+
+
+def test_plain_text_wraps_japanese_anywhere_but_never_inside_names_or_shapes():
+    from grader.selfcheck.text import columns, wrap
+
+    text = ("len(g) が参照解と違います。flow(x_train, y_train, batch_size=16, shuffle=False) としましたか？ "
+            "/content/drive/MyDrive/課題8_提出用_最終版.ipynb を開き、selfcheck_report_with_a_long_name.html と"
+            "期待: (16, 28, 28, 1) の画像と (16, 10) のラベルを確認してください。")
+    lines = wrap(text, " " * 14, width=60)
+    joined = "\n".join(lines)
+    for whole in ("batch_size=16,", "shuffle=False)", "/content/drive/MyDrive/課題8_提出用_最終版.ipynb",
+                  "selfcheck_report_with_a_long_name.html", "(16, 28, 28, 1)", "(16, 10)"):
+        assert whole in joined, (whole, lines)
+    for line in lines:  # only a name longer than the line may pass the width, alone on its line
+        assert columns(line) <= 60 or len(line.split()) == 1, line
+    assert len(lines) > 3 and all(line.startswith(" " * 14) for line in lines)
+    assert not any(line.lstrip().startswith(("。", "、", "）")) for line in lines)  # no line starts with closing marks
