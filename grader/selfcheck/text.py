@@ -69,6 +69,7 @@ NO_BREAK_BEFORE = set("、。，．・：；？！）」』】〕］｝〉》ー
 NO_BREAK_AFTER = set("（「『【〔［｛〈《‘“([{")
 NAME = re.compile(r"[\w./\\-]+")  # word characters (Japanese too) with path and extension marks
 NAME_MARK = re.compile(r"\w[./\\_]\w")  # what makes such a run a file name: a.b, a/b, a_b
+CODE = re.compile(r"`[^`\n]+`")  # `code` to copy, spaces and all: never cut
 SHAPE = re.compile(r"\((?:\d[\d,]*|\?)(?:, (?:\d[\d,]*|\?))*,?\)")  # (16, 28, 28, 1), (16,): never cut
 
 
@@ -94,11 +95,11 @@ def _glues(pieces: list[str], ch: str) -> bool:
 
 def _tokens(text: str) -> list[str]:
     """Pieces a line may break between: spaces, each wide character, and whole runs of narrow ones
-    (an ASCII word, `flow(x_train,`); a file name or path stays one piece even with Japanese in it
-    (`課題8_提出用.ipynb`); closing punctuation stays with the piece before it, opening brackets with the next."""
+    (an ASCII word, `flow(x_train,`); `code in backquotes`, a shape and a file name or path stay one
+    piece even with spaces or Japanese in them (`課題8_提出用.ipynb`); closing punctuation stays with the piece before it, opening brackets with the next."""
     pieces: list[str] = []
     at = 0
-    whole = sorted([*SHAPE.finditer(text), *(m for m in NAME.finditer(text)
+    whole = sorted([*CODE.finditer(text), *SHAPE.finditer(text), *(m for m in NAME.finditer(text)
                                               if any(_wide(ch) for ch in m.group()) and NAME_MARK.search(m.group()))],
                    key=lambda m: m.start())
     for name in whole:
