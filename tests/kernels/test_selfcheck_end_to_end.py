@@ -163,6 +163,12 @@ def test_grader_check_agrees_too_and_writes_a_report_beside_the_notebook(
     if student == "batch32":
         assert re.search(r">[\d,]+ バッチ<", checks_table(downloaded))  # values in words, with their unit
         assert 'class="cell-link' in checks_table(downloaded)
+        # the link lands on the cell that called flow() (kernel records count cells as the notebook does)
+        for page in (html, downloaded):
+            row = page[page.index('data-check="generator.length"'):]
+            cell = re.search(r'class="cell-link no-print" href="#cell-(\d+)"', row[:row.index("</tr>")]).group(1)
+            source = re.search(rf'id="cell-{cell}"><div class="prompt">.*?</div><pre class="source">(.*?)</pre>', page, re.S)
+            assert source and ".flow(" in source.group(1), cell
 
 
 def test_selfcheck_bridges_keras2_code_in_colabs_environment_as_the_grader_does(
