@@ -202,7 +202,8 @@ def test_a_missing_notebook_is_explained_with_exit_2_even_on_a_cp932_console(tmp
 
 
 def test_a_notebook_that_is_not_json_asks_whether_it_was_saved(tmp_path):
-    done = run_selfcheck(str(FIXTURES / "not_json.ipynb"), "--json", str(tmp_path / "r.json"))
+    done = run_selfcheck(str(FIXTURES / "not_json.ipynb"), "--json", str(tmp_path / "r.json"),
+                         "--html", str(tmp_path / "r.html"))  # not beside the fixture
     out = done.stdout.decode("utf-8")
     assert done.returncode == 1, out + done.stderr.decode()
     assert "保存しましたか" in out and "JSON" in out
