@@ -42,6 +42,8 @@ class CheckResult:
     public_message: str = ""  # what a student may read: for hidden checks, no expected values
     override: dict[str, Any] | None = None  # a TA's override: points, automatic_points, reason, reviewer, at
     held: dict[str, Any] | None = None  # points held while the submission is flagged: {points, status}
+    kind: str = ""  # the spec's check kind (grader.judge.checks), so pages can say expected/actual in words
+    ta_score: dict[str, Any] | None = None  # a TA's score of a manual check: points, comment, scorer, at
 
 
 @dataclass

@@ -24,7 +24,9 @@ from typing import Any
 from grader.gradebook.manifest import read_manifest, with_submission
 from grader.gradebook.reviews import Override, ReviewStore
 from grader.gradebook.store import Gradebook, ManualScore
+from grader.assignment.paths import course_timezone
 from grader.i18n import t
+from grader.i18n.times import when
 from grader.judge.integrity import hold_for_review
 from grader.results import FAIL, PASS, StudentResult
 
@@ -73,11 +75,12 @@ def _apply_manual_scores(result: StudentResult, scores: dict[str, ManualScore] |
         points = max(0, min(int(score.points), check.max_points))
         check.points = points
         check.status = PASS if points > 0 else FAIL
+        check.ta_score = {"points": points, "comment": score.comment, "scorer": score.scorer, "at": score.updated_at}
         text = t("note.ta_score", result.lang, points=points, max_points=check.max_points)
         text += t("note.ta_comment", result.lang, comment=score.comment) if score.comment else ""
         check.message = check.public_message = text
-        result.notes.append(f"{check.id}: {text}" + (f" — {score.scorer}, {score.updated_at}" if score.scorer else
-                                                      f" — {score.updated_at}"))
+        at = when(score.updated_at, result.lang, course_timezone())
+        result.notes.append(f"{check.id}: {text}" + (f" — {score.scorer}, {at}" if score.scorer else f" — {at}"))
     result.score = sum(c.points for c in result.checks)
     return result
 
@@ -96,6 +99,7 @@ def _apply_overrides(result: StudentResult, overrides: dict[str, Override] | Non
         check.points = points
         check.status = PASS if points > 0 else FAIL
         result.notes.append(t("note.override", result.lang, check=check.id, points=points, max_points=check.max_points,
-                              reason=o.reason, reviewer=o.reviewer, at=o.updated_at))
+                              reason=o.reason, reviewer=o.reviewer,
+                              at=when(o.updated_at, result.lang, course_timezone())))
     result.score = sum(c.points for c in result.checks)
     return result

@@ -32,12 +32,21 @@ def observe(check: CheckSpec, context: CheckContext) -> Observation:
         return Observation(ERROR, reason="check_crashed", reason_args={"error": f"{type(exc).__name__}: {exc}"[:300]})
 
 
+# Reasons that only restate that the check failed: after the spec's own failure text they would say
+# the same thing twice ("最初のバッチの形が参照解と違います… 形が違います。"), so they are left out.
+RESTATING_REASONS = frozenset({"shape_differs", "split_differs", "not_scaled", "fit_without_augmentation",
+                               "not_test_set", "images_unchanged", "validation_size_differs"})
+
+
 def judge(check: CheckSpec, observation: Observation, lang: str) -> CheckResult:
     passed = observation.status == PASS
     parts = []
+    reason = observation.reason
     if observation.status == FAIL:  # not_run/error: the reason alone says what happened
         parts.append(check.fail.get(lang))
-    parts.append(reason_text(observation.reason, observation.reason_args, lang))
+        if check.fail.get(lang) and reason in RESTATING_REASONS:
+            reason = None
+    parts.append(reason_text(reason, observation.reason_args, lang))
     return CheckResult(
         id=check.id,
         status=observation.status,
@@ -49,6 +58,7 @@ def judge(check: CheckSpec, observation: Observation, lang: str) -> CheckResult:
         title=check.title.get(lang),
         hint=check.hint.get(lang),
         visible=check.visible,
+        kind=check.kind,
     )
 
 
@@ -60,7 +70,7 @@ def judge_all(spec: AssignmentSpec, make_context, lang: str) -> list[CheckResult
 def not_run_results(spec: AssignmentSpec, lang: str, why: str) -> list[CheckResult]:
     return [
         CheckResult(id=c.id, status=NOT_RUN, points=0, max_points=c.points, message=why,
-                    title=c.title.get(lang), hint=c.hint.get(lang), visible=c.visible)
+                    title=c.title.get(lang), hint=c.hint.get(lang), visible=c.visible, kind=c.kind)
         for c in spec.checks
     ]
 

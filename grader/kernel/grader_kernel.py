@@ -162,11 +162,18 @@ class Recorder:
         return final.name
 
 
+# What `execution_count` reads while a cell runs, minus the cell's own number (its [n] prompt in the
+# executed notebook): 0 in IPython 7 (Colab), 1 in IPython 9, which counts up before the cell runs.
+# Learnt at the first cell (number_cells_as_the_notebook_does) so records name the cell a reader sees.
+_COUNT_OFFSET = {"value": 0}
+
+
 def _cell_number() -> int | None:
     try:
-        return get_ipython().execution_count  # type: ignore[name-defined]  # noqa: F821
+        count = get_ipython().execution_count  # type: ignore[name-defined]  # noqa: F821
     except NameError:
         return None
+    return count - _COUNT_OFFSET["value"] if isinstance(count, int) else count
 
 
 def _jsonable(value: Any) -> Any:
@@ -256,6 +263,7 @@ class Harness:
         if seed is not None:
             keras.utils.set_random_seed(int(seed))
             self.seed_again_at_first_cell(int(seed))
+        number_cells_as_the_notebook_does()
         self.install_import_shim()
         self.fit_without_prefetch()
         self.trace_image_data_generator()
@@ -761,6 +769,26 @@ class Harness:
 # ---------------------------------------------------------------- small helpers
 class TrainingBudgetExhausted(RuntimeError):
     """Every optimizer step the grading budget allows has been taken."""
+
+
+def number_cells_as_the_notebook_does() -> None:
+    """Before any cell, execution_count is the first cell's number; at the first cell's pre_run_cell it
+    already reads one more where IPython counts up before running (IPython 9, not 7): that difference
+    is the offset _cell_number takes off, so evidence names cells by their prompt in either."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    first = shell.execution_count
+
+    def at_first_cell(*_: Any) -> None:
+        shell.events.unregister("pre_run_cell", at_first_cell)
+        _COUNT_OFFSET["value"] = max(0, min(1, shell.execution_count - first))
+
+    shell.events.register("pre_run_cell", at_first_cell)
 
 
 def _iterations(optimizer: Any) -> int | None:

@@ -15,7 +15,7 @@ import hashlib
 import json
 import statistics
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -24,12 +24,16 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from grader.assignment.content import Content
+from grader.assignment.paths import course_timezone
 from grader.evidence.reader import Evidence
+from grader.i18n.times import when
+from grader.judge.cells import check_cell
 from grader.report import figures
+from grader.report.phrases import actual_text, expected_text
 from grader.report.render_notebook import RenderedNotebook, render_notebook
 from grader.i18n import LANGS, listing, t
 from grader.results import (
-    CHECK_STATUSES, ERROR, FAIL, FLAGGED, GRADED, GRADER_ERROR, INVALID, KERNEL_DIED, MANUAL, NOT_RUN, PASS, STATUS_NAMES,
+    CheckResult, CHECK_STATUSES, ERROR, FAIL, FLAGGED, GRADED, GRADER_ERROR, INVALID, KERNEL_DIED, MANUAL, NOT_RUN, PASS, STATUS_NAMES,
     STUDENT_STATUSES, TIMEOUT, StudentResult,
 )
 
@@ -97,7 +101,8 @@ def _environment() -> Environment:
     env.filters["compact"] = lambda v: "—" if v is None else (v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
     env.filters["pct"] = lambda v: "—" if v is None else f"{v:.0%}"
     env.filters["acc"] = lambda v: "—" if v is None else f"{v:.3f}"
-    env.filters["when"] = _when
+    env.filters["when"] = local_time
+    env.filters["epoch"] = epoch
     env.globals["late_text"] = late_text
     env.globals["S"] = STATUS_NAMES
     env.globals["t"] = t  # {{ t('page.…', lang) }}: the page's words come from the catalogue too
@@ -109,12 +114,18 @@ def render_page(template: str, **context: Any) -> str:
     return _environment().get_template(template).render(**context)
 
 
-def _when(iso: str) -> str:
+def local_time(iso: Any, lang: str) -> str:
+    """A stored (UTC) moment in the course's time zone: "2026年11月29日 17:20 (JST)" / "29 Nov 2026 17:20 JST"."""
+    return when(iso, lang, course_timezone())
+
+
+def epoch(iso: Any) -> str:
+    """Seconds since 1970 of an ISO moment ("" for none): a sort key that is not a time to read."""
     try:
-        moment = datetime.fromisoformat(iso)
-    except (TypeError, ValueError):
-        return iso or "—"
-    return moment.strftime("%Y-%m-%d %H:%M ") + (moment.tzname() or "")
+        moment = datetime.fromisoformat(str(iso))
+    except ValueError:
+        return ""
+    return str(int((moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()))
 
 
 def late_text(result: StudentResult, lang: str) -> str:
@@ -146,10 +157,12 @@ def write_student_report(result: StudentResult, out_dir: Path, content: Content 
 
 
 def render_student_report(result: StudentResult, folder: Path, content: Content, *, audience: str = TA,
-                          notebook_file: str | None = None) -> str:
+                          notebook_file: str | None = None, selfcheck: dict[str, Any] | None = None) -> str:
     """The report as `audience` reads it: TA (everything, links to the class page and the TA's files) or
     STUDENT (grader feedback: no class page, no result.json, no TA-only parts; see `for_student`).
-    `notebook_file`: the executed notebook's name beside a student's copy, for a link."""
+    `notebook_file`: the executed notebook's name beside a student's copy, for a link. `selfcheck`: the
+    page is a self-check's (grader.selfcheck.page): its findings, hidden-check count, budget and time;
+    no links to the class page or the TA's files."""
     if audience == STUDENT:
         result = for_student(result)
     evidence = Evidence.load(folder / "evidence") if (folder / "evidence").is_dir() else None
@@ -169,6 +182,8 @@ def render_student_report(result: StudentResult, folder: Path, content: Content,
         has_notebook=(folder / "executed.ipynb").is_file(),
         auto_checks=[c for c in result.checks if c.status != MANUAL],
         for_student=audience == STUDENT, notebook_file=notebook_file,
+        rows=check_rows(result, evidence, cells, first_error_cell(result, rendered)),
+        selfcheck=selfcheck,
     )
 
 
@@ -183,9 +198,55 @@ def for_student(result: StudentResult) -> StudentResult:
     if not shown.complete:
         for check in shown.checks:
             if check.id in shown.answers and check.status != MANUAL:
-                check.status, check.points, check.override = MANUAL, 0, None
+                check.status, check.points, check.override, check.ta_score = MANUAL, 0, None, None
                 check.message = check.public_message = t("feedback_pending", shown.lang)
     return shown
+
+
+@dataclass
+class CheckRow:
+    """One check as the report's table shows it: values in words, one cause said once, its cell."""
+
+    check: CheckResult
+    expected: str
+    actual: str
+    same_cause_as: CheckResult | None = None  # an earlier check whose message this one repeats
+    same_cause_row: int = 0  # its row number (the anchor #check-N)
+    cell: int | None = None  # index of the notebook cell to look at (an anchor of the rendered notebook)
+    cell_label: str = ""  # how the reader finds that cell: its prompt number [7], else its position
+
+
+def check_rows(result: StudentResult, evidence: Evidence | None, cells: dict[int, int],
+               error_cell: int | None) -> list[CheckRow]:
+    """Each check with its phrases; a failing one also with the cell behind it (else the failing cell)
+    and, when its message is word for word an earlier failing check's, a pointer to that check."""
+    rows: list[CheckRow] = []
+    said: dict[str, int] = {}
+    counts = {index: count for count, index in cells.items()}
+    for number, check in enumerate(result.checks, start=1):
+        row = CheckRow(check, expected_text(check, result.lang), actual_text(check, result.lang))
+        if check.status in AUTO_FAILED and not check.override:
+            count = check_cell(check.kind, evidence) if evidence is not None and check.visible else None
+            row.cell = cells.get(count, error_cell) if count is not None else error_cell
+            if row.cell is not None:
+                row.cell_label = f"[{counts[row.cell]}]" if row.cell in counts else str(row.cell + 1)
+            shown = check.message if check.visible else check.public_message
+            if shown and shown in said:
+                row.same_cause_row = said[shown]
+                row.same_cause_as = result.checks[said[shown] - 1]
+            elif shown:
+                said[shown] = number
+        rows.append(row)
+    return rows
+
+
+def first_error_cell(result: StudentResult, rendered: RenderedNotebook | None) -> int | None:
+    """The cell where the run went wrong (an error, or where it stopped): where a check without
+    its own record should send the reader."""
+    for error in result.execution.get("errors") or []:
+        if isinstance(error.get("cell_index"), int):
+            return int(error["cell_index"])
+    return rendered.stopped_at if rendered is not None else None
 
 
 def read_executed(path: Path) -> Any:
@@ -428,7 +489,7 @@ def attention_list(results: list[StudentResult], lang: str) -> list[dict[str, An
             reasons.append(t("attention.not_met", lang, count=len(failed), listed=listing(failed, lang)))
         if r.late:
             reasons.append(late_text(r, lang) + t("attention.handed_in", lang,
-                                                  when=_when((r.submission or {}).get("submitted_at"))))
+                                                  when=local_time((r.submission or {}).get("submitted_at"), lang)))
         entries.append({"r": r, "reasons": reasons, "manual": manual, "urgent": r.status in ATTENTION,
                         "order": (SEVERITY.get(r.status, 5), -len(failed), r.student)})
     return sorted(entries, key=lambda e: e["order"])

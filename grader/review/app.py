@@ -39,7 +39,7 @@ from grader.assignment.spec import CheckSpec, load_spec
 from grader.gradebook.reviews import INTEGRITY_DECISIONS, ReviewStore
 from grader.gradebook.store import Gradebook
 from grader.i18n import t
-from grader.report.pages import SORT_SCRIPT, STATUS_LABELS, late_text
+from grader.report.pages import SORT_SCRIPT, STATUS_LABELS, late_text, local_time
 from grader.report.pages import csp as report_csp
 from grader.results import STATUS_NAMES, CheckResult
 from grader.review.queue import QUEUE_SCRIPT, queue_pages, script_hash
@@ -60,6 +60,7 @@ def create_app(*, out: Path, project_root: Path, assignment: str, token: str, re
     app = Flask(__name__, template_folder=str(Path(__file__).parent.parent / "report" / "templates"))
     app.jinja_env.autoescape = True  # .j2 templates are not autoescaped by Flask's default rule
     app.jinja_env.globals["late_text"] = late_text
+    app.jinja_env.filters["when"] = local_time  # shared templates show times in the course's zone
     app.jinja_env.globals["S"] = STATUS_NAMES
     app.jinja_env.globals["t"] = t
     app.jinja_env.globals["lang"] = LANG

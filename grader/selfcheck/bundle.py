@@ -39,7 +39,10 @@ from grader.assignment.spec import load_spec
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 ENTRY_MODULE = "grader.selfcheck.student"
-DATA_FILES = ("i18n/messages.toml",)  # read next to their module at run time
+# Read next to their module at run time: the words, and the templates of the student report that the
+# self-check's page is (grader.selfcheck.page; report.html.j2 and what it includes).
+DATA_FILES = ("i18n/messages.toml", *(f"report/templates/{name}.j2" for name in (
+    "report.html", "_style.css", "_selfcheck.html", "_check_status.html", "_check_message.html", "_override.html")))
 SELFCHECK_NAME = "selfcheck.py"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 B64_LINE = 100
@@ -143,6 +146,9 @@ def render(*, project_root: Path, assignment: str, events: list[dict[str, Any]],
     """The text of selfcheck.py for these reference events (`data` says which data set they come from)."""
     spec = load_spec(project_root, assignment)
     public = public_spec(tomllib.loads(spec.source_bytes.decode("utf-8")))
+    content = spec.root / "content.toml"  # class names and the slides' comments, for the HTML page
+    if content.is_file():
+        public["content"] = tomllib.loads(content.read_text(encoding="utf-8"))
     blob = code_zip(bundle_files())
     build = {"assignment": spec.id, "grader": __version__, "budget": SELF_CHECK_BUDGET,
              "source_key": source_key(project_root, assignment), "data": data}

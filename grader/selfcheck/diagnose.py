@@ -12,12 +12,14 @@ import platform
 import re
 import sys
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from grader.assignment.paths import course_timezone
 from grader.assignment.student_ids import printable
+from grader.i18n.times import when
 from grader.assignment.student_ids import problem as student_id_problem
 from grader.results import ERROR as FAILED_CELL, GRADER_ERROR, KERNEL_DIED, TIMEOUT
 
@@ -133,7 +135,8 @@ def notebook_findings(path: Path, keras_version: str | None) -> list[Finding]:
     found: list[Finding] = []
     try:
         raw = path.read_bytes()
-        stamp = datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        # in the course's zone: Colab's clock is UTC, the student's is not
+        stamp = when(datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(), "ja", course_timezone())
     except OSError as exc:
         return [Finding(ERROR, f"ファイルを読めません: {exc}")]
     found.append(Finding(INFO, f"保存されたファイル（{stamp} 保存）を新しいカーネルで上から順に実行します。"

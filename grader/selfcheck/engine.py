@@ -127,6 +127,7 @@ class Outcome:
     run: StudentRun
     seconds: float
     hidden: dict[str, int] = field(default_factory=dict)
+    page: Path | None = None  # the HTML report written for it (grader.selfcheck.page), if any
 
     @property
     def all_visible_ok(self) -> bool:

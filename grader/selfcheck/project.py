@@ -16,15 +16,12 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jinja2 import Environment, select_autoescape
-
 from grader.assignment.data import dataset_dir, fingerprint, load_dataset
 from grader.engine.launcher import sandbox_for
 from grader.engine.pipeline import ReferenceRun, Session, Submission
 from grader.engine.reference import ensure_reference, library_versions
 from grader.engine.session import make_session as make_grader_session
 from grader.errors import ExecutionSetupError
-from grader.results import ERROR, FAIL, MANUAL, NOT_RUN, PASS, STATUS_NAMES
 from grader.isolation.launch import Launcher, LocalLauncher
 from grader.selfcheck.diagnose import (
     Finding, environment_versions, merged, notebook_findings, path_findings, run_findings,
@@ -33,7 +30,9 @@ from grader.selfcheck.engine import (
     SELF_CHECK_BUDGET, Outcome, load_public_spec, make_session, public_events, public_reference, public_spec,
     run_self_check,
 )
+from grader.assignment.content import load_content
 from grader.assignment.spec import AssignmentSpec, load_spec
+from grader.selfcheck.page import page_path, write_page
 
 log = logging.getLogger("grader.check")
 
@@ -90,7 +89,8 @@ def choose_launcher(spec: AssignmentSpec, *, hidden: list[Path], no_sandbox: boo
 
 
 async def check_notebook(notebook: Path, *, project_root: Path, assignment: str, keras_home: Path, cache_root: Path,
-                         no_sandbox: bool = False) -> CheckReport:
+                         no_sandbox: bool = False, html: Path | None = None) -> CheckReport:
+    """Run the self-check on `notebook`; with `html`, write its page there (while the run's files exist)."""
     spec = load_spec(project_root, assignment)
     public = public_spec(tomllib.loads(spec.source_bytes.decode("utf-8")))
     visible = load_public_spec(public, spec.root)
@@ -110,8 +110,12 @@ async def check_notebook(notebook: Path, *, project_root: Path, assignment: str,
         outcome = await run_self_check(Submission("selfcheck", notebook), session,
                                        load_test_hashes=lambda run: ref_session.test_hashes,
                                        hidden=public.get("hidden"))
-    return CheckReport(notebook=notebook, outcome=outcome, findings=merged(findings, run_findings(outcome)),
-                       sandbox=launcher.name)
+        report = CheckReport(notebook=notebook, outcome=outcome, findings=merged(findings, run_findings(outcome)),
+                             sandbox=launcher.name, html=html)
+        if html is not None:
+            write_page(outcome, notebook=notebook, target=html, findings=report.findings,
+                       content=load_content(spec.root), sandbox=report.sandbox)
+    return report
 
 
 def run_check(*, notebook: Path, project_root: Path, assignment: str, keras_home: Path, cache_root: Path,
@@ -120,52 +124,6 @@ def run_check(*, notebook: Path, project_root: Path, assignment: str, keras_home
     stop = path_findings(notebook)
     if stop:
         return CheckReport(notebook=notebook, outcome=None, findings=stop)
-    report = asyncio.run(check_notebook(notebook, project_root=project_root, assignment=assignment,
-                                        keras_home=keras_home, cache_root=cache_root, no_sandbox=no_sandbox))
-    report.html = html or notebook.with_name(f"{notebook.stem}.selfcheck.html")
-    report.html.write_text(render_html(report), encoding="utf-8")
-    return report
-
-
-# ---------------------------------------------------------------- output
-HTML = """<!doctype html>
-<html lang="ja"><head><meta charset="utf-8"><title>セルフチェック {{ notebook.name }}</title>
-<style>
-body{font-family:system-ui,"Hiragino Sans","Yu Gothic",sans-serif;margin:2em;max-width:70em;color:#222}
-table{border-collapse:collapse;width:100%}td,th{border:1px solid #ccc;padding:.4em;vertical-align:top;text-align:left}th{white-space:nowrap}
-.pass{color:#137333}.manual{color:#1a5fb4}.fail,.error,.not_run{color:#b3261e}.mark{font-size:1.3em;text-align:center}
-.small{color:#666;font-size:.9em}li.error{color:#b3261e}li.warning{color:#8a5300}
-</style></head><body>
-<h1>セルフチェック: {{ notebook.name }}</h1>
-<p class="small">{{ notebook }} ・ 予算 quick（学習を短縮）・ 公開チェックのみ ・ {{ "%.1f"|format(outcome.seconds) }} 秒
-{% if sandbox %}・ 実行環境 {{ sandbox }}{% endif %}</p>
-<p>実行結果: <strong>{{ status }}</strong>{% if result.message %} — {{ result.message }}{% endif %}</p>
-{% if findings %}<ul>{% for f in findings %}<li class="{{ f.level }}">{{ f.text }}</li>{% endfor %}</ul>{% endif %}
-<table><tr><th>判定</th><th>点</th><th>項目</th><th>理由</th><th>ヒント</th></tr>
-{% for c in result.checks %}<tr class="{{ c.status }}">
-<td class="mark {{ c.status }}">{{ marks[c.status] }}</td>
-<td>{% if c.status == S.MANUAL %}?{% else %}{{ c.points }}{% endif %}/{{ c.max_points }}</td>
-<td>{{ c.title }}<br><span class="small">{{ c.id }}</span></td>
-<td>{{ c.message }}{% if c.status not in (S.PASS, S.MANUAL) and (c.expected is not none or c.actual is not none) %}
-<br><span class="small">期待: {{ c.expected|compact }} ／ 実際: {{ c.actual|compact }}</span>{% endif %}</td>
-<td>{% if c.status != S.PASS %}{{ c.hint }}{% endif %}</td></tr>
-{% endfor %}</table>
-<p>公開チェック: {{ ok }}/{{ result.checks|length }} OK（TA 採点の項目は回答ありで OK）・ 自動採点の点数 {{ result.score }} / {{ result.max_score }}</p>
-{% if outcome.hidden.checks %}<p class="small">このほか非公開の項目が {{ outcome.hidden.checks }} つ（{{ outcome.hidden.points }} 点）あり、提出後の採点でのみ判定されます。</p>{% endif %}
-</body></html>
-"""
-
-
-def render_html(report: CheckReport) -> str:
-    from grader.selfcheck.text import STATUS_JA, compact
-
-    env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
-    env.filters["compact"] = lambda v: "—" if v is None else compact(v)
-    env.globals["S"] = STATUS_NAMES
-    assert report.outcome is not None  # only a check that ran has a report page
-    result = report.outcome.result
-    marks = {PASS: "✓", MANUAL: "－", FAIL: "✗", ERROR: "✗", NOT_RUN: "✗"}
-    return env.from_string(HTML).render(
-        notebook=report.notebook, outcome=report.outcome, result=result, findings=report.findings, marks=marks,
-        status=STATUS_JA.get(result.status, result.status), sandbox=report.sandbox,
-        ok=sum(1 for c in result.checks if c.status in (PASS, MANUAL)))
+    return asyncio.run(check_notebook(notebook, project_root=project_root, assignment=assignment,
+                                      keras_home=keras_home, cache_root=cache_root, no_sandbox=no_sandbox,
+                                      html=html or page_path(notebook)))

@@ -38,6 +38,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("notebook", help="チェックするノートブック（.ipynb）")
     parser.add_argument("--json", metavar="PATH", help="結果を JSON でも書き出す")
+    parser.add_argument("--html", metavar="PATH",
+                        help="HTML のレポート（採点と同じ形式、拡張した画像つき）の保存先（既定: ノートブックと同じフォルダの "
+                             "<名前>.selfcheck.html）")
     parser.add_argument("--executed", metavar="PATH",
                         help="実行後のノートブック（エラーの詳しい表示つき）をここに保存する")
     parser.add_argument("--gpu", action="store_true",
@@ -69,7 +72,8 @@ def main(argv: list[str], *, public: dict[str, Any], events: list[dict[str, Any]
     try:
         with quiet_stderr():
             outcome = asyncio.run(check(path, public=public, events=events, use_gpu=args.gpu,
-                                        executed=Path(args.executed) if args.executed else None))
+                                        executed=Path(args.executed) if args.executed else None,
+                                        page=Page(Path(args.html) if args.html else None, before)))
     except KeyboardInterrupt:
         out("中断しました。")
         return 130
@@ -79,6 +83,7 @@ def main(argv: list[str], *, public: dict[str, Any], events: list[dict[str, Any]
     show_result(out, outcome)
     out(f"（{build.get('assignment', '')} セルフチェック, grader {build.get('grader', '?')}, "
         f"期待値: 参照解の {build.get('budget', 'quick')} 実行）")
+    out(f"レポート: {outcome.page}" if outcome.page else "レポート（HTML）は書き出せませんでした。")
     if args.json:
         report = {**outcome.to_dict(), "notebook": str(path), "build": build,
                   "findings": [f.to_dict() for f in merged(before, after)]}
@@ -86,8 +91,15 @@ def main(argv: list[str], *, public: dict[str, Any], events: list[dict[str, Any]
     return outcome.exit_code
 
 
+class Page:
+    """Where the HTML report goes (None: beside the notebook) and the findings made before the run."""
+
+    def __init__(self, target: Path | None, before: list[Any]) -> None:
+        self.target, self.before = target, before
+
+
 async def check(path: Path, *, public: dict[str, Any], events: list[dict[str, Any]], use_gpu: bool = False,
-                executed: Path | None = None):
+                executed: Path | None = None, page: Page | None = None):
     """Run the engine on this computer; everything temporary is removed afterwards.
 
     The grader modules (nbclient, nbformat, numpy) are imported only now, after the diagnosis."""
@@ -109,9 +121,25 @@ async def check(path: Path, *, public: dict[str, Any], events: list[dict[str, An
                                               hidden=public.get("hidden"))
         if executed is not None and (outcome.run.out_dir / "executed.ipynb").is_file():
             shutil.copyfile(outcome.run.out_dir / "executed.ipynb", executed)
+        outcome.page = write_html(outcome, path, public, page) if page is not None else None
         return outcome
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def write_html(outcome: Any, notebook: Path, public: dict[str, Any], page: Page) -> Path | None:
+    """The grader's own report page for this run (grader.selfcheck.page), while the run's files exist;
+    None when it cannot be written (a read-only folder): the text above still says everything."""
+    from grader.assignment.content import Content, parse_content
+    from grader.selfcheck.page import page_path, write_page
+
+    content = parse_content(public["content"], where="selfcheck.py") if public.get("content") else Content()
+    findings = merged(page.before, [f for f in run_findings(outcome) if f not in page.before])
+    try:
+        return write_page(outcome, notebook=notebook, target=page.target or page_path(notebook), findings=findings,
+                          content=content)
+    except OSError:
+        return None
 
 
 @contextlib.contextmanager

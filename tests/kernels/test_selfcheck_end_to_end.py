@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -76,10 +77,12 @@ def selfchecked(colab_python, tiny_selfcheck, tiny_keras_home, tmp_path_factory)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8",
                "KERAS_HOME": str(tiny_keras_home), "PYTHONIOENCODING": encoding,
                "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
-        report = out / f"{notebook.stem}.json"
-        done = subprocess.run([str(colab_python), str(tiny_selfcheck), str(notebook), "--json", str(report)],
-                              capture_output=True, env=env, cwd=str(home), timeout=600)
+        report, page = out / f"{notebook.stem}.json", out / f"{notebook.stem}.selfcheck.html"
+        done = subprocess.run([str(colab_python), str(tiny_selfcheck), str(notebook), "--json", str(report),
+                               "--html", str(page)], capture_output=True, env=env, cwd=str(home), timeout=600)
         data = json.loads(report.read_text(encoding="utf-8")) if report.is_file() else None
+        if data is not None:  # the HTML page, for the parity test with `grader check`
+            data["page"] = page.read_text(encoding="utf-8") if page.is_file() else ""
         return notebook.stem, (data, done, done.stdout.decode(encoding, errors="strict"))
 
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -117,6 +120,7 @@ def test_selfcheck_prints_the_table_in_japanese_even_on_a_cp932_console(selfchec
     _, done, stdout = selfchecked[CP932_FIXTURE]  # decoded as cp932 strictly: no mojibake, no crash
     assert "×" in stdout and "○" in stdout and "ジェネレータの長さ" in stdout
     assert "len(g) が参照解と違います" in stdout and "ヒント:" in stdout
+    assert "batch_size=16," in stdout and "バッチ" in stdout  # names whole (wrapped at word boundaries), units said
     assert "Traceback" not in done.stderr.decode("cp932", errors="replace")
     _, _, correct = selfchecked["correct"]
     assert "✓ 公開チェックはすべて OK です。" in correct and "非公開の項目が 3 つ" in correct
@@ -128,9 +132,13 @@ def test_selfcheck_explains_the_slides_keras2_import_and_the_float_steps(selfche
     assert "len(x_train2) // batch_size" in stdout
 
 
+def checks_table(page: str) -> str:
+    return page[page.index('<table class="checks'):page.index("</table>", page.index('<table class="checks'))]
+
+
 @pytest.mark.parametrize("student", ["correct", "batch32"])
 def test_grader_check_agrees_too_and_writes_a_report_beside_the_notebook(
-        graded_batch, student, tmp_path, test_project, tiny_keras_home, reference_cache):
+        graded_batch, selfchecked, student, tmp_path, test_project, tiny_keras_home, reference_cache):
     from grader.commands import check
 
     notebook = tmp_path / f"{student}.ipynb"
@@ -144,6 +152,23 @@ def test_grader_check_agrees_too_and_writes_a_report_beside_the_notebook(
     html = (tmp_path / f"{student}.selfcheck.html").read_text(encoding="utf-8")
     assert "セルフチェック" in html and "ジェネレータの長さ" in html
     assert "model.test_accuracy" not in html
+    # selfcheck.py (Colab's packages only) writes the same page: the grader's report, pictures included
+    downloaded = selfchecked[student][0]["page"]
+    assert checks_table(downloaded) == checks_table(html)
+    for page in (html, downloaded):
+        pictures = page[page.index('id="augmentation"'):page.index("</figure>", page.index('id="augmentation"'))]
+        assert "data:image/png;base64," in pictures
+        assert 'id="selfcheck"' in page and "../index.html" not in page and "result.json" not in page
+        assert '{"' not in checks_table(page)
+    if student == "batch32":
+        assert re.search(r">[\d,]+ バッチ<", checks_table(downloaded))  # values in words, with their unit
+        assert 'class="cell-link' in checks_table(downloaded)
+        # the link lands on the cell that called flow() (kernel records count cells as the notebook does)
+        for page in (html, downloaded):
+            row = page[page.index('data-check="generator.length"'):]
+            cell = re.search(r'class="cell-link no-print" href="#cell-(\d+)"', row[:row.index("</tr>")]).group(1)
+            source = re.search(rf'id="cell-{cell}"><div class="prompt">.*?</div><pre class="source">(.*?)</pre>', page, re.S)
+            assert source and ".flow(" in source.group(1), cell
 
 
 def test_selfcheck_bridges_keras2_code_in_colabs_environment_as_the_grader_does(
@@ -155,7 +180,8 @@ def test_selfcheck_bridges_keras2_code_in_colabs_environment_as_the_grader_does(
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "LANG": "C.UTF-8",
            "KERAS_HOME": str(tiny_keras_home), "PYTHONIOENCODING": "utf-8", "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
     done = subprocess.run([str(colab_python), str(tiny_selfcheck), str(REALISTIC / f"{student}.ipynb"),
-                           "--json", str(report)], capture_output=True, env=env, cwd=str(tmp_path), timeout=600)
+                           "--json", str(report), "--html", str(tmp_path / "report.html")],
+                          capture_output=True, env=env, cwd=str(tmp_path), timeout=600)
     assert report.is_file(), done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
     mine = json.loads(report.read_text(encoding="utf-8"))["result"]
     results, _ = realistic_batch

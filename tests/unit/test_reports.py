@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import hashlib
 import re
 import shutil
@@ -50,7 +51,7 @@ def tags(html: str) -> list[tuple[str, dict[str, str | None]]]:
 
 
 def check_row(html: str, check_id: str) -> str:
-    match = re.search(rf'<tr class="check" data-check="{re.escape(check_id)}">(.*?)</tr>', html, re.S)
+    match = re.search(rf'<tr class="check" data-check="{re.escape(check_id)}"[^>]*>(.*?)</tr>', html, re.S)
     assert match, f"no row for {check_id}"
     return match.group(1)
 
@@ -82,7 +83,7 @@ def test_every_check_shows_status_points_message_expected_actual_and_hint(graded
     row = check_row(html, "generator.length")
     assert "不合格" in row and "0 / 5" in row
     assert "len(g) が参照解と違います" in row
-    assert ">75<" in row and ">38<" in row  # expected vs actual
+    assert ">75 バッチ<" in row and ">38 バッチ<" in row  # expected vs actual, with their unit
     assert "講義「ImageDataGenerator と flow()」" in row
     assert "自動チェック 3 件が未達成" in html
 
@@ -96,7 +97,7 @@ def test_hidden_checks_show_only_outcome_and_failure_message(graded):
     assert "data.no_test_leak" not in html
     assert THRESHOLD_TEXT not in html and "reference 0.612" not in html
     assert "保存されたモデルのテスト正解率が基準に届きません。" in html
-    hidden_rows = re.findall(r'<tr class="check" data-check="hidden">(.*?)</tr>', html, re.S)
+    hidden_rows = re.findall(r'<tr class="check" data-check="hidden"[^>]*>(.*?)</tr>', html, re.S)
     assert len(hidden_rows) == 3 and all("非公開" in row for row in hidden_rows)
     assert not any("講義" in row for row in hidden_rows)  # no hint either
 
@@ -330,4 +331,98 @@ def test_lateness_from_the_pull_manifest_in_csv_class_page_and_words(tmp_path):
     page = report.render_class_page([late, on_time, by_lms, unknown], lang="ja", title="課題8", budget_summary="quick")
     attention = page[page.index('id="attention"'):page.index('id="distribution"')]
     assert "s7" in attention and "期限後（1 日 2 時間）" in attention and "s8" not in attention
-    assert "<th>提出</th>" in page and "2026-07-10 20:00" in page
+    assert "<th>提出</th>" in page and "2026年7月10日 20:00 (JST)" in page
+    assert "2026-07-1" not in page  # no ISO time anywhere, not even as a sort key
+
+
+# ---------------------------------------------------------------- readable feedback (issue 15)
+RAW_VALUE = re.compile(r'[{}\[\]"]')  # JSON braces, brackets or quotes in a value cell
+ENGLISH_FRAGMENTS = ("flow() of an augmenting", "flow #", "datagen #", "reference 0.", "calibration ")
+ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d")
+
+
+def value_cells(html: str) -> list[str]:
+    return [unescape(re.sub(r"<[^>]+>", "", cell)) for cell in re.findall(r'<td class="value"[^>]*>(.*?)</td>', html, re.S)]
+
+
+def test_expected_and_actual_are_phrases_with_units_never_json_or_english_in_the_japanese_reports(graded):
+    out, results = graded
+    for student in results:
+        cells = value_cells(page(out, student))
+        assert cells, student
+        raw = [c for c in cells if RAW_VALUE.search(c) or any(f in c for f in ENGLISH_FRAGMENTS)]
+        assert not raw, f"{student}: {raw}"
+    failing = page(out, "s002_fail")
+    assert ">(16, 28, 28, 1) の画像と (16, 10) のラベル<" in failing and ">(32, 28, 28, 1) の画像と (32, 10) のラベル<" in failing
+    passing = page(out, "s001_pass")
+    for phrase in ("30 文字以上", "72 文字", "テスト画像の 95% 以上", "one-hot ラベル（10 クラス）", "パラメータ 144,266 個",
+                   "4 番目の flow()（3 番目の ImageDataGenerator）", "データ拡張する ImageDataGenerator の flow()"):
+        assert phrase in passing, phrase
+
+
+def test_english_reports_say_the_values_in_english(tmp_path):
+    out, results = build_class(tmp_path, lang="en")
+    html = page(out, "s002_fail")
+    cells = value_cells(html)
+    assert "75 batches" in cells and "38 batches" in cells
+    assert "images (32, 28, 28, 1) and labels (32, 10)" in cells
+    assert not [c for c in cells if RAW_VALUE.search(c) or re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", c)]
+    assert "This notebook's batch_size is 32." in unescape(html) and "See cell [3]" in html
+
+
+def test_one_cause_is_said_once_and_the_checks_it_stops_point_back_to_it(graded):
+    out, _ = graded
+    html = unescape(page(out, "s005_died"))  # model.fit never finished: five checks share that cause
+    table = html[html.index('id="checks"'):html.index("</table>")]
+    assert table.count("model.fit の呼び出しが見つかりませんでした。") == 1
+    assert table.count("上の「スライドの CNN（パラメータ数 144,266）」と同じ原因です。") == 4
+    assert 'href="#check-10"' in table  # the pointer is a link to the row that says it
+    failing = unescape(page(out, "s002_fail"))  # the spec's failure text is not repeated by a generic reason
+    assert "形が違います。" not in failing.replace("参照解と違います", "")
+
+
+def test_a_failing_check_links_to_the_cell_that_made_what_it_judged(graded):
+    out, _ = graded
+    html = page(out, "s002_fail")
+    row = check_row(html, "generator.length")
+    target = re.search(r'<a class="cell-link no-print" href="#cell-(\d+)">セル \[(\d+)\] を見る</a>', row)
+    assert target, row
+    cell = re.search(rf'<div class="[^"]*" id="cell-{target.group(1)}"><div class="prompt">\[(\d+)\]', html)
+    assert cell and cell.group(1) == target.group(2)  # the link's number is the prompt the reader sees there
+    assert "flow(" in html[cell.end():cell.end() + 2000]
+    assert "cell-link" not in check_row(html, "data.shape")  # passing checks have no link
+
+
+def test_times_are_shown_in_the_course_time_zone_never_as_utc_iso(graded):
+    out, results = graded
+    for student in results:
+        html = page(out, student)
+        assert not ISO_TIME.search(html), student
+        assert re.search(r"\d{4}年\d{1,2}月\d{1,2}日 \d\d:\d\d \(JST\)", html), student
+    assert not ISO_TIME.search((out / "index.html").read_text(encoding="utf-8"))
+
+
+def test_ta_scores_and_overrides_are_shown_as_the_ta_s_not_as_passed(graded, tmp_path):
+    from grader.assignment.content import load_content
+    from grader.gradebook.final import final_result
+    from grader.gradebook.reviews import Override
+    from grader.gradebook.store import ManualScore
+    from report_fixtures import ROOT
+
+    out, results = graded
+    automatic = results["s001_pass"]
+    manual = {"discussion.answered": ManualScore("kadai8", "s001_pass", "discussion.answered", 6, "よく書けています",
+                                                 "ta1", "2026-11-29T08:20:00+00:00")}
+    overrides = {"generator.length": Override("kadai8", "s001_pass", "generator.length", 3, "flow の引数を写しただけ",
+                                              "ta2", "2026-11-29T09:05:00+00:00")}
+    shutil.copytree(out / "s001_pass", tmp_path / "s001_pass")
+    for lang, scored, changed, when in (("ja", "TA 採点 6 / 10", "TA が変更: 3 / 5", "2026年11月29日 18:05 (JST)"),
+                                        ("en", "TA score 6 / 10", "Changed by the TA: 3 / 5", "29 Nov 2026 18:05 JST")):
+        final = final_result(dataclasses.replace(automatic, lang=lang), manual=manual, overrides=overrides)
+        html = report.render_student_report(final, tmp_path / "s001_pass", load_content(ROOT / "assignments" / "kadai8"))
+        length, answer = check_row(html, "generator.length"), check_row(html, "discussion.answered")
+        assert changed in length and "flow の引数を写しただけ" in length and when in length
+        assert scored in answer and "✓" not in answer and "✓" not in length
+        assert not ISO_TIME.search(html)
+        index = report.render_class_page([final], lang=lang, title="課題8", budget_summary="quick")
+        assert re.search(r'title="考察[^"]*"[^>]*>TA</td>', index)

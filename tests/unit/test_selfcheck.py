@@ -42,7 +42,10 @@ HIDDEN = {c.id for c in SPEC.checks if not c.visible}
 VISIBLE = [c.id for c in SPEC.checks if c.visible]
 
 # What Google Colab has besides the standard library (and what the venv of the end-to-end test has).
-COLAB_IMPORTS = {"numpy", "nbformat", "nbclient", "jupyter_client", "grader"}
+COLAB_IMPORTS = {"numpy", "nbformat", "nbclient", "jupyter_client", "grader",
+                 # the HTML page (grader.report.pages): Colab has these too (tests/selfcheck-venv.txt)
+                 "jinja2", "markupsafe", "matplotlib", "markdown_it", "PIL"}
+OPTIONAL = {"ImportError", "ModuleNotFoundError"}  # `try: import x / except ImportError:` may be missing
 
 
 # ---------------------------------------------------------------- what ships
@@ -51,10 +54,14 @@ def test_the_bundle_holds_the_graders_own_modules_and_nothing_instructor_only():
     for needed in ("grader/engine/pipeline.py", "grader/engine/execute.py", "grader/isolation/launch.py",
                    "grader/evidence/reader.py", "grader/judge/verdicts.py", "grader/i18n/messages.toml",
                    "grader/assignment/spec.py", "grader/judge/checks/generator.py",
-                   "grader/judge/checks/training.py", "grader/kernel/grader_kernel.py", "grader/selfcheck/engine.py"):
+                   "grader/judge/checks/training.py", "grader/kernel/grader_kernel.py", "grader/selfcheck/engine.py",
+                   # the HTML page is the grader's own student report (grader.selfcheck.page)
+                   "grader/report/pages.py", "grader/report/figures.py", "grader/report/phrases.py",
+                   "grader/report/templates/report.html.j2", "grader/report/templates/_style.css.j2"):
         assert needed in files
-    for instructor_only in ("grader/engine/reference.py", "grader/report/pages.py", "grader/cli.py",
-                            "grader/selfcheck/bundle.py", "grader/batch/grade.py", "grader/kernel/predict.py"):
+    for instructor_only in ("grader/engine/reference.py", "grader/cli.py", "grader/gradebook/store.py",
+                            "grader/selfcheck/bundle.py", "grader/batch/grade.py", "grader/kernel/predict.py",
+                            "grader/report/templates/index.html.j2", "grader/review/app.py"):
         assert instructor_only not in files
     assert not any(name.endswith((".ipynb", "spec.toml")) for name in files)
 
@@ -69,6 +76,9 @@ def _module_level_imports(source: str) -> set[str]:
                 found.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 found.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Try) and any(isinstance(h.type, ast.Name) and h.type.id in OPTIONAL
+                                                   for h in node.handlers):
+                visit(node.orelse)  # an optional import: the module works without it
             elif isinstance(node, (ast.If, ast.Try)):
                 visit(node.body)
                 visit(getattr(node, "orelse", []))
@@ -192,7 +202,8 @@ def test_a_missing_notebook_is_explained_with_exit_2_even_on_a_cp932_console(tmp
 
 
 def test_a_notebook_that_is_not_json_asks_whether_it_was_saved(tmp_path):
-    done = run_selfcheck(str(FIXTURES / "not_json.ipynb"), "--json", str(tmp_path / "r.json"))
+    done = run_selfcheck(str(FIXTURES / "not_json.ipynb"), "--json", str(tmp_path / "r.json"),
+                         "--html", str(tmp_path / "r.html"))  # not beside the fixture
     out = done.stdout.decode("utf-8")
     assert done.returncode == 1, out + done.stderr.decode()
     assert "保存しましたか" in out and "JSON" in out
@@ -267,3 +278,22 @@ def test_output_never_fails_on_the_console_encoding(encoding, ok, ng):
     out("画素値が 0〜1 の範囲にありません ≥ 0.95 → ✓ – 課題8")
     stream.flush()
     assert "課題8" in raw.getvalue().decode(encoding, errors="replace") or encoding == "ascii"
+
+
+def test_plain_text_wraps_japanese_anywhere_but_never_inside_names_or_shapes():
+    from grader.selfcheck.text import columns, wrap
+
+    text = ("len(g) が参照解と違います。flow(x_train, y_train, batch_size=16, shuffle=False) としましたか？ "
+            "/content/drive/MyDrive/課題8_提出用_最終版.ipynb を開き、selfcheck_report_with_a_long_name.html と"
+            "期待: (16, 28, 28, 1) の画像と (16, 10) のラベルを確認してください。"
+            "`from tensorflow.keras.preprocessing.image import ImageDataGenerator` と書いてください。")
+    lines = wrap(text, " " * 14, width=60)
+    joined = "\n".join(lines)
+    for whole in ("batch_size=16,", "shuffle=False)", "/content/drive/MyDrive/課題8_提出用_最終版.ipynb",
+                  "selfcheck_report_with_a_long_name.html", "(16, 28, 28, 1)", "(16, 10)",
+                  "`from tensorflow.keras.preprocessing.image import ImageDataGenerator`"):
+        assert whole in joined, (whole, lines)
+    for line in lines:  # only a name longer than the line may pass the width, alone on its line
+        assert columns(line) <= 60 or len(line.split()) == 1 or line.strip().startswith("`"), line
+    assert len(lines) > 3 and all(line.startswith(" " * 14) for line in lines)
+    assert not any(line.lstrip().startswith(("。", "、", "）")) for line in lines)  # no line starts with closing marks

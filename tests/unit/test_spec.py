@@ -204,9 +204,9 @@ def test_every_reason_used_in_the_checks_has_ja_and_en() -> None:
 
 def test_reason_text() -> None:
     assert reason_text(None, {}, "ja") == ""
-    assert reason_text("length_differs", {"batch_size": 32}, "en") == "len(g) differs (batch_size=32)."
+    assert reason_text("length_differs", {"batch_size": 32}, "en") == "This notebook's batch_size is 32."
     assert reason_text("accuracy_low", {"threshold": 0.7}, "ja") == "基準 0.700 に届きません。"
-    assert reason_text("length_differs", {}, "en") == "len(g) differs (batch_size={batch_size})."  # args missing
+    assert reason_text("length_differs", {}, "en") == "This notebook's batch_size is {batch_size}."  # args missing
     assert reason_text("accuracy_low", {"threshold": "x"}, "en") == "Below the threshold {threshold:.3f}."
     assert reason_text("not_in_catalogue", {}, "en") == "not_in_catalogue"
     assert reason_text("no_flow", {}, "fr") == reason_catalog()["no_flow"]["ja"]
@@ -232,9 +232,9 @@ def test_judge_fail_gives_the_fail_text_then_the_reason() -> None:
     obs = Observation(FAIL, 38, 75, "length_differs", {"batch_size": 32})
     result = judge(CHECK, obs, "en")
     assert (result.status, result.points, result.max_points) == (FAIL, 0, 5)
-    assert result.message == "len(g) is wrong. len(g) differs (batch_size=32)."
+    assert result.message == "len(g) is wrong. This notebook's batch_size is 32."
     assert (result.actual, result.expected, result.title) == (38, 75, "Generator length")
-    assert judge(CHECK, obs, "ja").message == "len(g) が違います。 len(g) が違います（batch_size=32）。"
+    assert judge(CHECK, obs, "ja").message == "len(g) が違います。 この提出の batch_size は 32 です。"
 
 
 def test_judge_fail_without_reason_gives_the_fail_text_only() -> None:
